@@ -1,0 +1,383 @@
+import {createHash, randomBytes} from 'node:crypto'
+import * as fsp from 'node:fs/promises'
+import path from 'node:path'
+import {AbortedError, errorMessage, ExitCode, isKilnError, KilnError, UsageError} from '../errors.js'
+import type {ArtifactRecord, GateResult, StageContext, StageLogger} from '../stages/types.js'
+import {exists} from '../util/fs.js'
+import {redact} from '../util/redact.js'
+import {cacheKey, DigestMemo, runtimeVersions, StageCache} from './cache.js'
+import type {Pipeline, PipelineStageSpec} from './loader.js'
+import {resolveSecretRef} from './interpolate.js'
+import type {LockStage} from './lock.js'
+import {writeLock} from './lock.js'
+import {resolveProfile} from '../runtime/profiles.js'
+import type {RunReport, StageReport} from './report-types.js'
+import {writeReports} from './report.js'
+import {inputArtifactFiles} from './inputs.js'
+
+export interface RunOptions {
+  /** Run directory (default `<pipeline dir>/.kiln/runs/<time>-<name>`). */
+  out?: string
+  /** Ignore cached results: run every selected stage. */
+  force?: boolean
+  /** Take stages before this id from the cache, run it and everything after. */
+  from?: string
+  /** Run only this stage (its input from the cache); skip the others. */
+  only?: string
+  signal?: AbortSignal
+  /** Runs the stage tasks: sequentially with plain logs, or under a listr2 renderer. */
+  executor?: TaskExecutor
+  log?: StageLogger
+  kilnVersion: string
+}
+
+/** One unit of work for a renderer: its title and a body that reports progress text. */
+export interface RunTask {
+  id: string
+  title: string
+  run(progress: (message: string) => void, setTitle: (title: string) => void): Promise<void>
+}
+
+export type TaskExecutor = (tasks: RunTask[]) => Promise<void>
+
+/** The default executor: stage after stage, one plain log line per event (CI, no TTY, --json). */
+export function plainExecutor(write: (line: string) => void): TaskExecutor {
+  return async (tasks) => {
+    for (const t of tasks) {
+      const started = Date.now()
+      let title = t.title
+      write(`▶ ${title}`)
+      await t.run(
+        (m) => write(`  ${t.id}: ${m}`),
+        (next) => {
+          title = next
+        },
+      )
+      write(`✔ ${title} (${((Date.now() - started) / 1000).toFixed(1)} s)`)
+    }
+  }
+}
+
+function timestamp(d: Date): string {
+  return d.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-')
+}
+
+/** Parameters with whole-value secret refs (`env:NAME`) replaced by a digest of the value, for the cache key. */
+function secretDigests(value: unknown, baseDir: string, out: Record<string, string>): void {
+  if (typeof value === 'string' && /^(passphrase:)?env:[A-Za-z_][A-Za-z0-9_]*$/.test(value)) {
+    try {
+      out[value] = createDigest(resolveSecretRef(value.replace(/^passphrase:/, ''), baseDir))
+    } catch {
+      out[value] = 'unset'
+    }
+  } else if (Array.isArray(value)) for (const v of value) secretDigests(v, baseDir, out)
+  else if (value && typeof value === 'object') for (const v of Object.values(value)) secretDigests(v, baseDir, out)
+}
+
+function createDigest(secret: string): string {
+  // Domain-separated so the lock/cache key never equals a plain hash someone could look up.
+  return createHash('sha256').update('kiln-secret-v1\0').update(secret).digest('hex')
+}
+
+/**
+ * Run a pipeline: plan which stages run or come from the cache, execute them, record the lock and
+ * write the reports. Returns the report; `status` tells the exit code (see `exitCodeFor`).
+ */
+export async function runPipeline(pipeline: Pipeline, options: RunOptions): Promise<RunReport> {
+  const started = new Date()
+  const signal = options.signal ?? new AbortController().signal
+  const log: StageLogger = options.log ?? {info: () => {}, warn: () => {}, debug: () => {}}
+  const stages = pipeline.stages
+  const ids = stages.map((s) => s.id)
+  for (const [flag, id] of [['--from', options.from], ['--only', options.only]] as const) {
+    if (id !== undefined && !ids.includes(id)) {
+      throw new UsageError(`${flag} ${id}: no stage with that id`, {tryMessage: `Stage ids: ${ids.join(', ')}`})
+    }
+  }
+  const kilnDir = path.join(pipeline.baseDir, '.kiln')
+  const runId = `${timestamp(started)}-${randomBytes(3).toString('hex')}`
+  const runDir = path.resolve(options.out ?? path.join(kilnDir, 'runs', `${timestamp(started)}-${pipeline.name}`))
+  await ensureWritableDir(runDir)
+  const cache = new StageCache(path.join(kilnDir, 'cache'))
+  const memo = new DigestMemo(path.join(kilnDir, 'cache', 'digests.json'))
+  await memo.load()
+  const runtime = runtimeVersions(options.kilnVersion)
+
+  const inputFiles = await inputArtifactFiles(pipeline.model)
+  const inputDigest = await digestFiles(inputFiles, memo)
+  const input: ArtifactRecord = {path: pipeline.model, format: pipeline.model.endsWith('.json') ? 'tfjs' : 'onnx', ...inputDigest}
+
+  const reports: StageReport[] = stages.map((s) => ({id: s.id, uses: s.uses, status: 'skipped', seconds: 0, metrics: {}}))
+  const gates: GateResult[] = []
+  const lockStages: LockStage[] = []
+  const artifacts = new Map<string, ArtifactRecord>()
+  let current = input
+  let failed = false
+  const fromIndex = options.from ? ids.indexOf(options.from) : -1
+  const onlyIndex = options.only ? ids.indexOf(options.only) : -1
+
+  const tasks: RunTask[] = stages.map((spec, index) => ({
+    id: spec.id,
+    title: spec.id === spec.uses ? spec.id : `${spec.id} (${spec.uses})`,
+    run: async (progress, setTitle) => {
+      const report = reports[index]!
+      if (failed) return
+      if (signal.aborted) throw new AbortedError()
+      const t0 = performance.now()
+      const datasets: Record<string, string> = {}
+      for (const name of spec.stage.datasets?.(spec.params as never) ?? []) {
+        const ds = pipeline.datasets[name]
+        if (ds) datasets[name] = (await memo.digest(ds.path)).sha256
+      }
+      const secrets: Record<string, string> = {}
+      secretDigests(spec.with, pipeline.baseDir, secrets)
+      const key = cacheKey({
+        inputSha256: current.sha256,
+        kind: spec.uses,
+        stageVersion: spec.stage.version,
+        params: spec.params,
+        runtime,
+        datasets,
+        secrets,
+        pipelineInputSha256: input.sha256,
+      })
+      report.key = key
+      const mustRun = options.force || (fromIndex >= 0 && index >= fromIndex) || onlyIndex === index
+      const mayRun = onlyIndex < 0 || onlyIndex === index
+      const cached = mustRun || spec.stage.cacheable === false ? undefined : await cache.get(key, memo)
+      const artifactDir = path.join(runDir, 'artifacts', spec.id)
+      try {
+        if (cached) {
+          const out = cached.artifactPath ? await linkIntoRun(cached.artifactPath, artifactDir) : undefined
+          current = out ? {path: out, format: cached.artifact!.format, sha256: cached.artifact!.sha256, bytes: cached.artifact!.bytes} : current
+          Object.assign(report, {status: 'cached', metrics: cached.metrics, report: cached.report})
+          gates.push(...cached.gates.map((g) => ({...g, stage: spec.id})))
+          setTitle(`${spec.id}: cached`)
+        } else if (!mayRun) {
+          throw new KilnError(`--only ${options.only}: stage '${spec.id}' before it has no cached result`, {
+            exitCode: ExitCode.invalid,
+            tryMessage: 'Run the whole pipeline once first (or use --from).',
+          })
+        } else if (onlyIndex >= 0 && index > onlyIndex) {
+          return
+        } else {
+          const result = await runOneStage(spec, current, {pipeline, runId, runDir, artifacts, input, signal, log, progress, key, cache})
+          current = result.artifact ?? current
+          Object.assign(report, {status: 'ran', metrics: result.metrics, report: result.report})
+          gates.push(...result.gates)
+        }
+      } catch (error) {
+        failed = true
+        report.status = 'failed'
+        report.error = {
+          message: redact(errorMessage(error)),
+          code: isKilnError(error) ? error.code : (error as Error)?.name,
+          try: isKilnError(error) && error.tryMessage ? redact(error.tryMessage) : undefined,
+        }
+        if (error instanceof AbortedError || signal.aborted) throw new AbortedError(`cancelled during stage '${spec.id}'`)
+        throw error
+      } finally {
+        report.seconds = (performance.now() - t0) / 1000
+      }
+      artifacts.set(spec.id, current)
+      if (current !== input) report.artifact = {path: current.path, sha256: current.sha256, bytes: current.bytes, format: current.format}
+      lockStages.push({
+        id: spec.id,
+        uses: spec.uses,
+        version: spec.stage.version,
+        key,
+        input: reports[index - 1]?.artifact?.sha256 ?? input.sha256,
+        params: cacheKey({...emptyParts, params: spec.params}),
+        datasets,
+        output: report.artifact ? {sha256: current.sha256, bytes: current.bytes, format: current.format} : undefined,
+      })
+    },
+  }))
+
+  let runError: unknown
+  try {
+    await (options.executor ?? plainExecutor((l) => log.info(l)))(tasks)
+  } catch (error) {
+    runError = error
+  }
+  await memo.save()
+  const gateFailed = gates.some((g) => !g.passed)
+  const report: RunReport = {
+    kiln: options.kilnVersion,
+    pipeline: pipeline.name,
+    file: pipeline.file,
+    runId,
+    runDir,
+    status: runError || failed ? 'failed' : gateFailed ? 'gate-failed' : 'passed',
+    startedAt: started.toISOString(),
+    seconds: (Date.now() - started.getTime()) / 1000,
+    input,
+    stages: reports,
+    gates,
+    runtime,
+  }
+  await writeReports(report, runDir)
+  // The lock records a complete pass only: a failed or partial (--only) run leaves it as it was.
+  if (!runError && !failed && onlyIndex < 0) {
+    await writeLock(path.join(pipeline.baseDir, 'kiln.lock'), {
+      lockfileVersion: 1,
+      pipeline: pipeline.name,
+      input: {path: path.relative(pipeline.baseDir, pipeline.model) || pipeline.model, sha256: input.sha256},
+      runtime,
+      stages: lockStages,
+    })
+  }
+  if (runError && !(runError instanceof AbortedError) && !isKilnError(runError)) throw runError
+  if (runError instanceof AbortedError) throw Object.assign(runError, {report})
+  return report
+}
+
+const emptyParts = {inputSha256: '', kind: '', stageVersion: '', runtime: {}, datasets: {}, secrets: {}, pipelineInputSha256: ''}
+
+export function exitCodeFor(report: RunReport): number {
+  return report.status === 'passed' ? ExitCode.ok : report.status === 'gate-failed' ? ExitCode.gateFailed : ExitCode.stageFailed
+}
+
+interface RunEnv {
+  pipeline: Pipeline
+  runId: string
+  runDir: string
+  artifacts: Map<string, ArtifactRecord>
+  input: ArtifactRecord
+  signal: AbortSignal
+  log: StageLogger
+  progress: (m: string) => void
+  key: string
+  cache: StageCache
+}
+
+/** Run one stage in a scratch directory; on success its output moves into the cache, then the run dir. */
+async function runOneStage(
+  spec: PipelineStageSpec,
+  input: ArtifactRecord,
+  env: RunEnv,
+): Promise<{artifact?: ArtifactRecord; metrics: Record<string, unknown>; gates: GateResult[]; report?: Record<string, unknown>}> {
+  const scratch = path.join(env.runDir, '.work', `${spec.id}-${randomBytes(3).toString('hex')}`)
+  const outDir = path.join(scratch, 'out')
+  const tmpDir = path.join(scratch, 'tmp')
+  await fsp.mkdir(outDir, {recursive: true})
+  await fsp.mkdir(tmpDir, {recursive: true})
+  const prefix = `[${spec.id}] `
+  const ctx: StageContext = {
+    id: spec.id,
+    runId: env.runId,
+    pipelineName: env.pipeline.name,
+    baseDir: env.pipeline.baseDir,
+    outDir,
+    tmpDir,
+    log: {
+      info: (m) => env.log.info(prefix + redact(m)),
+      warn: (m) => env.log.warn(prefix + redact(m)),
+      debug: (m) => env.log.debug(prefix + redact(m)),
+    },
+    progress: (m) => env.progress(redact(m)),
+    dataset(name) {
+      const ds = env.pipeline.datasets[name]
+      if (!ds) {
+        throw new UsageError(`stage '${spec.id}' reads dataset '${name}', which the pipeline does not declare`, {
+          tryMessage: `Declared datasets: ${Object.keys(env.pipeline.datasets).join(', ') || '(none)'}`,
+        })
+      }
+      return ds
+    },
+    profile: (name) => resolveProfile(name ?? env.pipeline.target, env.pipeline.profiles),
+    target: env.pipeline.target,
+    secret: (ref) => resolveSecretRef(ref, env.pipeline.baseDir),
+    inputArtifact: env.input,
+    artifacts: env.artifacts,
+    signal: env.signal,
+  }
+  try {
+    const result = await spec.stage.run(ctx, input, spec.params)
+    if (env.signal.aborted) throw new AbortedError()
+    const gates = (result.gates ?? []).map((g) => ({...g, stage: spec.id}))
+    let artifact: ArtifactRecord | undefined
+    let source: string | undefined
+    let rel: string | undefined
+    if (result.artifact) {
+      source = path.resolve(result.artifact.path)
+      if (!source.startsWith(outDir + path.sep) && source !== outDir) {
+        throw new KilnError(`stage '${spec.id}' returned an artifact outside its output directory: ${result.artifact.path}`, {
+          tryMessage: 'A stage must write its output under ctx.outDir.',
+        })
+      }
+      if (!(await exists(source))) throw new KilnError(`stage '${spec.id}' returned an artifact that does not exist: ${result.artifact.path}`)
+      rel = path.relative(outDir, source) || '.'
+    }
+    let stored: string | undefined
+    let digest: {sha256: string; bytes: number} | undefined
+    if (source && rel) {
+      const {digestPath} = await import('../util/fs.js')
+      digest = await digestPath(source)
+      // A stage whose artifact is its whole out dir: store the dir under a stable name.
+      const relName = rel === '.' ? spec.id : rel
+      const put = await env.cache.put(
+        env.key,
+        {artifact: {rel: relName, format: result.artifact!.format, ...digest}, metrics: result.metrics, gates, report: result.report},
+        source,
+      )
+      stored = put.artifactPath
+    } else {
+      await env.cache.put(env.key, {metrics: result.metrics, gates, report: result.report})
+    }
+    if (stored && digest) {
+      const out = await linkIntoRun(stored, path.join(env.runDir, 'artifacts', spec.id))
+      artifact = {path: out, format: result.artifact!.format, ...digest}
+    }
+    return {artifact, metrics: result.metrics, gates, report: result.report}
+  } finally {
+    await fsp.rm(scratch, {recursive: true, force: true})
+    await fsp.rm(path.join(env.runDir, '.work'), {recursive: false, force: true}).catch(() => {})
+  }
+}
+
+/** Hard-link (or copy) a cached artifact into the run directory under `artifacts/<id>/`. */
+async function linkIntoRun(source: string, artifactDir: string): Promise<string> {
+  const st = await fsp.stat(source)
+  const dest = path.join(artifactDir, path.basename(source))
+  await fsp.rm(artifactDir, {recursive: true, force: true})
+  await fsp.mkdir(artifactDir, {recursive: true})
+  if (st.isDirectory()) {
+    await fsp.cp(source, dest, {recursive: true})
+    return dest
+  }
+  try {
+    await fsp.link(source, dest)
+  } catch {
+    await fsp.copyFile(source, dest)
+  }
+  return dest
+}
+
+async function digestFiles(files: string[], memo: DigestMemo): Promise<{sha256: string; bytes: number}> {
+  if (files.length === 1) return memo.digest(files[0]!)
+  const h = createHash('sha256')
+  let bytes = 0
+  for (const f of files) {
+    const d = await memo.digest(f)
+    bytes += d.bytes
+    h.update(`${path.basename(f)}\0${d.sha256}\0`)
+  }
+  return {sha256: h.digest('hex'), bytes}
+}
+
+async function ensureWritableDir(dir: string): Promise<void> {
+  try {
+    await fsp.mkdir(dir, {recursive: true})
+    await fsp.access(dir, fsp.constants.W_OK)
+    const probe = path.join(dir, `.write-test-${process.pid}`)
+    await fsp.writeFile(probe, '')
+    await fsp.rm(probe)
+  } catch (error) {
+    throw new KilnError(`cannot write the run directory ${dir}: ${(error as NodeJS.ErrnoException).code ?? errorMessage(error)}`, {
+      code: 'E_OUT_DIR',
+      exitCode: ExitCode.invalid,
+      tryMessage: 'Pass a writable directory with --out, or fix the permissions.',
+    })
+  }
+}
