@@ -7,7 +7,9 @@ import type {Stage} from './types.js'
  * Built-in stage kinds, loaded lazily so `kiln --help` and `kiln validate` never pull in
  * onnxruntime or TF.js. Adding a kind is one entry here plus its module.
  */
-const BUILTIN: Record<string, () => Promise<{default: Stage<any>}>> = {}
+const BUILTIN: Record<string, () => Promise<{default: Stage<any>}>> = {
+  publish: () => import('./publish.js'),
+}
 
 export function registerBuiltin(kind: string, load: () => Promise<{default: Stage<any>}>): void {
   BUILTIN[kind] = load

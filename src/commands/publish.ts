@@ -1,0 +1,37 @@
+import {Args, Flags} from '@oclif/core'
+import path from 'node:path'
+import {KilnCommand} from '../cli/base-command.js'
+import {publishArtifact, type PublishResult} from '../delivery/publish.js'
+import {resolveSecretRef} from '../delivery/secret.js'
+
+export default class Publish extends KilnCommand {
+  static override summary = 'Publish an artifact (file or directory) to one or more targets.'
+  static override description = `Each target gets a new version folder that appears complete or not at all, then a 'latest' pointer. A target may use {run.id}, {pipeline.name}, {stage.id}, {artifact.sha256} and {date}; when its last segment has no placeholder, the run id is appended as the version.`
+  static override examples = [
+    '<%= config.bin %> publish .kiln/runs/latest/artifacts/sign --to ./published/{pipeline.name}/{date}-{artifact.sha256}/ --name fashion-cnn',
+  ]
+
+  static override args = {
+    artifact: Args.string({description: 'Model file, or a directory produced by sign/encrypt.', required: true}),
+  }
+
+  static override flags = {
+    to: Flags.string({description: 'Target URI (repeatable).', required: true, multiple: true}),
+    name: Flags.string({description: 'Value of {pipeline.name} (default: the artifact name).'}),
+    'run-id': Flags.string({description: 'Value of {run.id} and the default version (default: a UTC timestamp).'}),
+  }
+
+  async run(): Promise<PublishResult> {
+    const {args, flags} = await this.parse(Publish)
+    const artifact = path.resolve(args.artifact)
+    const runId = flags['run-id'] ?? new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')
+    const result = await publishArtifact(artifact, {
+      to: flags.to,
+      baseDir: process.cwd(),
+      vars: {'run.id': runId, 'pipeline.name': flags.name ?? path.basename(artifact).replace(/\.[^.]+$/, ''), 'stage.id': 'publish'},
+      secret: resolveSecretRef,
+    })
+    for (const t of result.targets) this.say(`${t.status}: ${t.uri} (${t.files} file(s), ${t.bytes} bytes, ${t.seconds.toFixed(2)} s)`)
+    return result
+  }
+}

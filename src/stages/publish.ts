@@ -1,0 +1,35 @@
+import {z} from 'zod'
+import {publishArtifact} from '../delivery/publish.js'
+import {defineStage} from './types.js'
+
+const schema = z.strictObject({
+  /** One target URI or several; each is published in turn and reported separately. */
+  to: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).transform((v) => (Array.isArray(v) ? v : [v])),
+})
+
+/**
+ * Publish the incoming artifact (a model file, or the directory that sign/encrypt produced) to every
+ * target. The artifact passes through unchanged: publish is a side effect, reported per target.
+ */
+export default defineStage({
+  kind: 'publish',
+  version: '1',
+  description: 'Publish the artifact to directories, S3 or serving endpoints; versioned, atomic, verified.',
+  schema,
+  async run(ctx, input, params) {
+    const result = await publishArtifact(input.path, {
+      to: params.to,
+      baseDir: ctx.baseDir,
+      vars: {'run.id': ctx.runId, 'pipeline.name': ctx.pipelineName, 'stage.id': ctx.id},
+      signal: ctx.signal,
+      progress: (m) => ctx.progress(m),
+      secret: (ref) => ctx.secret(ref),
+    })
+    for (const t of result.targets) ctx.log.info(`${t.status} ${t.files} file(s), ${t.bytes} bytes to ${t.uri} in ${t.seconds.toFixed(2)} s`)
+    return {
+      metrics: {
+        targets: result.targets.map((t) => ({uri: t.uri, version: t.version, status: t.status, files: t.files, bytes: t.bytes, seconds: Number(t.seconds.toFixed(3)), ...(t.retries ? {retries: t.retries} : {})})),
+      },
+    }
+  },
+})
