@@ -14,14 +14,16 @@ export async function loadOrt(): Promise<typeof Ort> {
 
 /** Session options for a hardware profile. Quiet logging: tf2onnx models warn on every load. */
 export function sessionOptions(profile?: Partial<HardwareProfile>): Ort.InferenceSession.SessionOptions {
-  return {
+  const options: Ort.InferenceSession.SessionOptions = {
     logSeverityLevel: 3,
-    intraOpNumThreads: profile?.threads,
-    interOpNumThreads: profile?.interOpThreads,
     executionProviders: profile?.providers ?? ['cpu'],
     graphOptimizationLevel: profile?.graphOptimizationLevel ?? 'all',
-    executionMode: profile?.executionMode,
   }
+  // onnxruntime-node rejects keys that are present but undefined: set only what the profile gives.
+  if (profile?.threads !== undefined) options.intraOpNumThreads = profile.threads
+  if (profile?.interOpThreads !== undefined) options.interOpNumThreads = profile.interOpThreads
+  if (profile?.executionMode !== undefined) options.executionMode = profile.executionMode
+  return options
 }
 
 /** Create an inference session from a file path or model bytes. */
