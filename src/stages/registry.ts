@@ -8,6 +8,7 @@ import type {Stage} from './types.js'
  * onnxruntime or TF.js. Adding a kind is one entry here plus its module.
  */
 const BUILTIN: Record<string, () => Promise<{default: Stage<any>}>> = {
+  convert: () => import('./convert.js'),
   publish: () => import('./publish.js'),
 }
 
