@@ -10,6 +10,7 @@ import type {Stage} from './types.js'
 const BUILTIN: Record<string, () => Promise<{default: Stage<any>}>> = {
   convert: () => import('./convert.js'),
   publish: () => import('./publish.js'),
+  sign: () => import('./sign.js'),
 }
 
 export function registerBuiltin(kind: string, load: () => Promise<{default: Stage<any>}>): void {
