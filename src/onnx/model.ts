@@ -78,35 +78,54 @@ function externalInfo(t: TensorProto): {location: string; offset: number; length
   }
 }
 
+/**
+ * Read each external tensor's byte range into its own buffer. Reading whole data files would fail
+ * past 2 GiB (Node's readFile limit) and would hold bytes no tensor references.
+ */
 async function loadExternalData(model: ModelProto, baseDir: string): Promise<void> {
-  const files = new Map<string, Buffer>()
-  for (const {tensor} of allTensors(model)) {
-    if (!isExternal(tensor)) continue
-    const {location, offset, length} = externalInfo(tensor)
-    const resolved = path.resolve(baseDir, location)
-    if (path.isAbsolute(location) || !resolved.startsWith(path.resolve(baseDir) + path.sep)) {
-      throw new ModelError(`tensor '${tensor.name}': external data location '${location}' leaves the model's directory`, {
-        code: 'E_MODEL_CORRUPT',
-      })
-    }
-    let buf = files.get(resolved)
-    if (!buf) {
-      try {
-        buf = await fsp.readFile(resolved)
-      } catch {
-        throw new ModelError(`tensor '${tensor.name}': external data file not found: ${resolved}`, {code: 'E_MODEL_MISSING'})
+  const files = new Map<string, {fh: fsp.FileHandle; size: number}>()
+  try {
+    for (const {tensor} of allTensors(model)) {
+      if (!isExternal(tensor)) continue
+      const {location, offset, length} = externalInfo(tensor)
+      const resolved = path.resolve(baseDir, location)
+      if (path.isAbsolute(location) || !resolved.startsWith(path.resolve(baseDir) + path.sep)) {
+        throw new ModelError(`tensor '${tensor.name}': external data location '${location}' leaves the model's directory`, {
+          code: 'E_MODEL_CORRUPT',
+        })
       }
-      files.set(resolved, buf)
+      let file = files.get(resolved)
+      if (!file) {
+        let fh: fsp.FileHandle
+        try {
+          fh = await fsp.open(resolved, 'r')
+        } catch {
+          throw new ModelError(`tensor '${tensor.name}': external data file not found: ${resolved}`, {
+            code: 'E_MODEL_MISSING',
+            tryMessage: 'Keep the data file next to the .onnx file, under the name the model records.',
+          })
+        }
+        file = {fh, size: (await fh.stat()).size}
+        files.set(resolved, file)
+      }
+      const len = length ?? tensorByteLength(tensor)
+      if (offset + len > file.size) {
+        throw new ModelError(`tensor '${tensor.name}': external data ${location} is truncated (needs ${offset + len} bytes, has ${file.size})`, {
+          code: 'E_MODEL_CORRUPT',
+        })
+      }
+      const buf = Buffer.allocUnsafeSlow(len)
+      for (let done = 0; done < len; ) {
+        const {bytesRead} = await file.fh.read(buf, done, Math.min(len - done, 1 << 30), offset + done)
+        if (bytesRead === 0) throw new ModelError(`tensor '${tensor.name}': external data ${location} ended early`, {code: 'E_MODEL_CORRUPT'})
+        done += bytesRead
+      }
+      tensor.rawData = buf as Uint8Array<ArrayBuffer>
+      tensor.externalData = []
+      tensor.dataLocation = DataLocation.DEFAULT
     }
-    const len = length ?? tensorByteLength(tensor)
-    if (offset + len > buf.length) {
-      throw new ModelError(`tensor '${tensor.name}': external data ${location} is truncated (needs ${offset + len} bytes, has ${buf.length})`, {
-        code: 'E_MODEL_CORRUPT',
-      })
-    }
-    tensor.rawData = buf.subarray(offset, offset + len) as Uint8Array<ArrayBuffer>
-    tensor.externalData = []
-    tensor.dataLocation = DataLocation.DEFAULT
+  } finally {
+    await Promise.all([...files.values()].map((f) => f.fh.close()))
   }
 }
 
@@ -131,6 +150,12 @@ export async function writeModel(model: ModelProto, file: string, options: Write
   const mode = options.externalData ?? 'auto'
   const threshold = options.externalThreshold ?? 1024
   const tensors = [...allTensors(model)].map((x) => x.tensor)
+  const unloaded = tensors.find((t) => isExternal(t))
+  if (unloaded) {
+    throw new ModelError(`tensor '${unloaded.name}' still points at external data; read the model with its external data loaded before writing it`, {
+      code: 'E_MODEL_EXTERNAL',
+    })
+  }
   const weightBytes = tensors.reduce((n, t) => n + t.rawData.length, 0)
   const external = mode === 'always' || (mode === 'auto' && weightBytes > AUTO_EXTERNAL_BYTES)
   if (!external) {
@@ -152,9 +177,9 @@ export async function writeModel(model: ModelProto, file: string, options: Write
       if (t.rawData.length < threshold) continue
       // Align each tensor to 4 KiB so the data file can be memory-mapped by runtimes that do.
       const pad = (4096 - (offset % 4096)) % 4096
-      if (pad) await fh.write(new Uint8Array(pad))
+      if (pad) await writeAll(fh, new Uint8Array(pad))
       offset += pad
-      await fh.write(t.rawData)
+      await writeAll(fh, t.rawData)
       moved.push({t, raw: t.rawData})
       t.externalData = [
         create(StringStringEntryProtoSchema, {key: 'location', value: location}),
@@ -181,6 +206,14 @@ export async function writeModel(model: ModelProto, file: string, options: Write
       t.externalData = []
       t.dataLocation = DataLocation.DEFAULT
     }
+  }
+}
+
+/** write(2) may write less than asked (Linux caps one call near 2 GiB): loop until all is out. */
+async function writeAll(fh: fsp.FileHandle, data: Uint8Array): Promise<void> {
+  for (let done = 0; done < data.length; ) {
+    const {bytesWritten} = await fh.write(data, done, Math.min(data.length - done, 1 << 30))
+    done += bytesWritten
   }
 }
 
