@@ -1,5 +1,3 @@
-import {readFileSync, statSync} from 'node:fs'
-import path from 'node:path'
 import {KilnError, UsageError} from '../errors.js'
 import {registerSecret} from '../util/redact.js'
 
@@ -85,54 +83,30 @@ export interface ResolveSecretOptions {
 }
 
 /**
- * Resolve a secret reference to its value and register the value for redaction:
- * - `env:NAME` → the variable's value;
- * - `file:PATH`, or a string that looks like a path (`./`, `../`, `/`, `~/`) → the file's contents,
- *   without a trailing newline (PATH is relative to `baseDir`);
- * - anything else → the string itself (already interpolated when the file loaded).
- *
- * Errors name the variable or file and the stage, never a value.
+ * Resolve a secret reference: `env:NAME` (or a whole `${env:NAME}`) gives the variable's value,
+ * registered for redaction; anything else (a key file path, a literal) is returned as written, and
+ * the stage reads a path relative to `baseDir` itself. Errors name the variable and the stage,
+ * never a value.
  */
-export function resolveSecretRef(ref: string, baseDir: string, options: ResolveSecretOptions = {}): string {
+export function resolveSecretRef(ref: string, _baseDir: string, options: ResolveSecretOptions = {}): string {
   const env = options.env ?? process.env
   const where = options.stage ? ` (stage '${options.stage}')` : ''
-  const envRef = WHOLE_ENV_REF.exec(ref)
-  if (envRef) {
-    const value = env[envRef[1]]
-    if (value === undefined || value === '') {
-      throw new KilnError(`secret ${ref}${where}: environment variable ${envRef[1]} is ${value === undefined ? 'not set' : 'empty'}`, {
-        code: 'E_SECRET_MISSING',
-        exitCode: 2,
-        tryMessage: `Set ${envRef[1]} in the environment (in CI, from the secret store) and run again.`,
-      })
+  const envRef = WHOLE_ENV_REF.exec(ref) ?? /^\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}$/.exec(ref)
+  if (!envRef) {
+    if (/^env:/.test(ref)) {
+      throw new UsageError(`invalid secret reference${where}: expected env:NAME with NAME made of letters, digits and _`, {code: 'E_SECRET_REF'})
     }
-    registerSecret(value)
-    return value
+    // Paths stay paths: the stage resolves them against the pipeline's directory (`_baseDir`).
+    return ref
   }
-  if (/^env:/.test(ref)) {
-    throw new UsageError(`invalid secret reference${where}: expected env:NAME with NAME made of letters, digits and _`, {code: 'E_SECRET_REF'})
+  const value = env[envRef[1]]
+  if (value === undefined || value === '') {
+    throw new KilnError(`secret ${ref}${where}: environment variable ${envRef[1]} is ${value === undefined ? 'not set' : 'empty'}`, {
+      code: 'E_SECRET_MISSING',
+      exitCode: 2,
+      tryMessage: `Set ${envRef[1]} in the environment (in CI, from the secret store) and run again.`,
+    })
   }
-  const fileRef = ref.startsWith('file:') ? ref.slice('file:'.length).replace(/^\/\/(?=\/)/, '') : /^(\.{1,2}\/|\/|~\/)/.test(ref) ? ref : undefined
-  if (fileRef !== undefined) {
-    const expanded = fileRef.startsWith('~/') ? path.join(process.env.HOME ?? '', fileRef.slice(2)) : fileRef
-    const file = path.resolve(baseDir, expanded)
-    let contents: string
-    try {
-      if (!statSync(file).isFile()) throw Object.assign(new Error('not a file'), {code: 'EISDIR'})
-      contents = readFileSync(file, 'utf8')
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code
-      throw new KilnError(`secret file ${file}${where} cannot be read (${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'not a file' : (code ?? 'error')})`, {
-        code: 'E_SECRET_MISSING',
-        exitCode: 2,
-        cause: error,
-        tryMessage: 'Check the path (relative to the pipeline file); `kiln keys generate --out keys` creates key files.',
-      })
-    }
-    const value = contents.replace(/\r?\n$/, '')
-    registerSecret(value)
-    return value
-  }
-  registerSecret(ref)
-  return ref
+  registerSecret(value)
+  return value
 }
