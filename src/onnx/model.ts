@@ -30,7 +30,7 @@ export async function readModel(file: string, options: ReadModelOptions = {}): P
     const code = (error as NodeJS.ErrnoException).code
     throw new ModelError(code === 'ENOENT' ? `model not found: ${file}` : `cannot read model ${file}: ${code}`, {
       code: 'E_MODEL_MISSING',
-      tryMessage: 'Check the `model:` path; it is resolved relative to the pipeline file.',
+      tryMessage: 'Check the model path (in a pipeline file it is relative to the file).',
     })
   }
   if (stat.isDirectory()) {
@@ -82,7 +82,7 @@ function externalInfo(t: TensorProto): {location: string; offset: number; length
  * Read each external tensor's byte range into its own buffer. Reading whole data files would fail
  * past 2 GiB (Node's readFile limit) and would hold bytes no tensor references.
  */
-async function loadExternalData(model: ModelProto, baseDir: string): Promise<void> {
+export async function loadExternalData(model: ModelProto, baseDir: string): Promise<void> {
   const files = new Map<string, {fh: fsp.FileHandle; size: number}>()
   try {
     for (const {tensor} of allTensors(model)) {
