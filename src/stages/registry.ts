@@ -9,6 +9,7 @@ import type {Stage} from './types.js'
  */
 const BUILTIN: Record<string, () => Promise<{default: Stage<any>}>> = {
   convert: () => import('./convert.js'),
+  encrypt: () => import('./encrypt.js'),
   publish: () => import('./publish.js'),
   sign: () => import('./sign.js'),
 }
