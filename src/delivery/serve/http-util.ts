@@ -1,0 +1,76 @@
+import {createHash, timingSafeEqual} from 'node:crypto'
+import type {IncomingMessage, ServerResponse} from 'node:http'
+import {HttpError} from './http-error.js'
+
+/**
+ * Read a request body, refusing (413) as soon as it is known to exceed `limit`: from
+ * Content-Length before a byte is read, or while streaming a chunked body.
+ */
+export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = req.headers['content-length']
+  if (declared !== undefined && Number(declared) > limit) {
+    return Promise.reject(new HttpError(413, `request body of ${declared} bytes exceeds the limit of ${limit} bytes`))
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    let done = false
+    req.on('data', (chunk: Buffer) => {
+      if (done) return
+      size += chunk.length
+      if (size > limit) {
+        done = true
+        req.pause()
+        reject(new HttpError(413, `request body exceeds the limit of ${limit} bytes`))
+        return
+      }
+      chunks.push(chunk)
+    })
+    req.on('end', () => {
+      if (done) return
+      done = true
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size))
+    })
+    req.on('error', (error) => {
+      if (done) return
+      done = true
+      reject(new HttpError(400, `request body could not be read: ${error.message}`))
+    })
+    req.on('aborted', () => {
+      if (done) return
+      done = true
+      reject(new HttpError(400, 'the client closed the connection before the body was complete'))
+    })
+  })
+}
+
+export function sendJson(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
+  send(res, status, Buffer.from(JSON.stringify(value), 'utf8'), {'content-type': 'application/json', ...headers})
+}
+
+export function send(res: ServerResponse, status: number, body: Buffer, headers: Record<string, string>): void {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  res.writeHead(status, {...headers, 'content-length': String(body.length)})
+  res.end(body)
+}
+
+/** A configured token, compared in constant time (digests first, so lengths leak nothing either). */
+export function tokenChecker(token: string | undefined): (req: IncomingMessage) => 'ok' | 'unset' | 'missing' | 'wrong' {
+  const want = token === undefined ? undefined : createHash('sha256').update(token).digest()
+  return (req) => {
+    if (!want) return 'unset'
+    const auth = req.headers.authorization
+    const apiKey = req.headers['x-api-key']
+    let given: string | undefined
+    if (typeof auth === 'string') {
+      const m = /^Bearer\s+(.+)$/i.exec(auth.trim())
+      given = m ? m[1] : undefined
+    }
+    if (given === undefined && typeof apiKey === 'string') given = apiKey.trim()
+    if (given === undefined) return 'missing'
+    return timingSafeEqual(createHash('sha256').update(given).digest(), want) ? 'ok' : 'wrong'
+  }
+}

@@ -1,0 +1,186 @@
+import {Worker} from 'node:worker_threads'
+import type {RawTensor} from './datatypes.js'
+import {HttpError} from './http-error.js'
+import type {FromWorker, ModelPayload, SessionValueInfo, ToWorker} from './worker-protocol.js'
+
+/** Options of the inference pool. */
+export interface PoolOptions {
+  /** Inference workers, each with its own session of every loaded model: the number of requests that run at once. */
+  size: number
+  /** onnxruntime intra-op threads per session. */
+  threads: number
+  /** Requests allowed to wait for a free worker; one more is refused with 429 and `Retry-After`. */
+  maxQueue: number
+}
+
+export interface LoadedSignature {
+  inputs: SessionValueInfo[]
+  outputs: SessionValueInfo[]
+}
+
+interface Pending {
+  resolve: (msg: FromWorker) => void
+  reject: (error: Error) => void
+}
+
+interface Slot {
+  worker: Worker
+  pending: Map<number, Pending>
+  busy: boolean
+  /** False while a replacement worker is reloading the models its predecessor held. */
+  ready: boolean
+}
+
+interface Job {
+  key: string
+  inputs: RawTensor[]
+  outputs: string[]
+  resolve: (r: {outputs: RawTensor[]; ms: number}) => void
+  reject: (error: Error) => void
+}
+
+/** A worker failure that is not the request's fault (crash, exit). */
+export class WorkerFailure extends Error {}
+
+function workerEntry(): {url: URL; execArgv?: string[]} {
+  // Under tsx (benchmarks, tests that import the sources) the worker is the .ts file and needs the loader too.
+  const fromSource = import.meta.url.endsWith('.ts')
+  return {url: new URL(fromSource ? './worker.ts' : './worker.js', import.meta.url), execArgv: fromSource ? ['--import', 'tsx'] : undefined}
+}
+
+/**
+ * A fixed pool of inference workers and a bounded queue in front of them. Memory stays bounded:
+ * at most `size` requests run and `maxQueue` wait; the rest are told to come back later.
+ */
+export class InferencePool {
+  private readonly slots: Slot[] = []
+  private readonly queue: Job[] = []
+  private readonly models = new Map<string, {model: ModelPayload; threads: number}>()
+  private nextId = 1
+  private closed = false
+  /** Smoothed run time, for a `Retry-After` that reflects the actual backlog. */
+  private avgMs = 10
+
+  constructor(private readonly options: PoolOptions) {
+    for (let i = 0; i < options.size; i++) this.slots.push(this.spawn(i))
+  }
+
+  get size(): number {
+    return this.slots.length
+  }
+
+  get queueDepth(): number {
+    return this.queue.length
+  }
+
+  get running(): number {
+    return this.slots.filter((s) => s.busy).length
+  }
+
+  private spawn(index: number): Slot {
+    const {url, execArgv} = workerEntry()
+    const worker = new Worker(url, {execArgv, name: `kiln-infer-${index}`})
+    const slot: Slot = {worker, pending: new Map(), busy: false, ready: true}
+    worker.on('message', (msg: FromWorker) => {
+      const p = slot.pending.get(msg.id)
+      if (!p) return
+      slot.pending.delete(msg.id)
+      p.resolve(msg)
+    })
+    const fail = (error: Error): void => {
+      for (const p of slot.pending.values()) p.reject(new WorkerFailure(`inference worker stopped: ${error.message}`))
+      slot.pending.clear()
+      if (this.closed) return
+      const i = this.slots.indexOf(slot)
+      if (i >= 0) this.replace(i)
+    }
+    worker.on('error', fail)
+    worker.on('exit', (code) => fail(new Error(`exit code ${code}`)))
+    return slot
+  }
+
+  /** A worker died: start another and give it every loaded model before it takes requests. */
+  private replace(index: number): void {
+    const slot = this.spawn(index)
+    slot.ready = false
+    this.slots[index] = slot
+    const loads = [...this.models].map(([key, m]) => this.send(slot, {op: 'load', id: 0, key, model: m.model, threads: m.threads}))
+    void Promise.allSettled(loads).then(() => {
+      slot.ready = true
+      this.dispatch()
+    })
+  }
+
+  private send(slot: Slot, msg: ToWorker, transfer: ArrayBuffer[] = []): Promise<FromWorker> {
+    const id = this.nextId++
+    return new Promise((resolve, reject) => {
+      slot.pending.set(id, {resolve, reject})
+      slot.worker.postMessage({...msg, id}, transfer)
+    })
+  }
+
+  /** Load a model into every worker; resolves with the session's signature once all have it. */
+  async load(key: string, model: ModelPayload): Promise<LoadedSignature> {
+    const replies = await Promise.allSettled(this.slots.map((s) => this.send(s, {op: 'load', id: 0, key, model, threads: this.options.threads})))
+    const failed = replies.find((r) => r.status === 'rejected' || r.value.op === 'error')
+    if (failed) {
+      await this.unload(key)
+      if (failed.status === 'rejected') throw failed.reason as Error
+      throw new Error((failed.value as {message: string}).message)
+    }
+    this.models.set(key, {model, threads: this.options.threads})
+    const first = (replies[0] as PromiseFulfilledResult<FromWorker>).value as Extract<FromWorker, {op: 'loaded'}>
+    return {inputs: first.inputs, outputs: first.outputs}
+  }
+
+  async unload(key: string): Promise<void> {
+    this.models.delete(key)
+    await Promise.allSettled(this.slots.map((s) => this.send(s, {op: 'unload', id: 0, key})))
+  }
+
+  /**
+   * Run a model. Rejects with a 429 `HttpError` at once when the queue is full, and with the
+   * session's own message when onnxruntime refuses the inputs.
+   */
+  run(key: string, inputs: RawTensor[], outputs: string[]): Promise<{outputs: RawTensor[]; ms: number}> {
+    if (this.closed) return Promise.reject(new HttpError(503, 'the server is shutting down', {'retry-after': '1'}))
+    const free = this.slots.some((s) => s.ready && !s.busy)
+    if (!free && this.queue.length >= this.options.maxQueue) {
+      const seconds = Math.max(1, Math.ceil(((this.queue.length + 1) * this.avgMs) / this.slots.length / 1000))
+      return Promise.reject(new HttpError(429, `too many requests: ${this.running} running and ${this.queue.length} queued`, {'retry-after': String(seconds)}))
+    }
+    return new Promise((resolve, reject) => {
+      this.queue.push({key, inputs, outputs, resolve, reject})
+      this.dispatch()
+    })
+  }
+
+  private dispatch(): void {
+    for (const slot of this.slots) {
+      if (this.queue.length === 0) return
+      if (slot.busy || !slot.ready) continue
+      const job = this.queue.shift()!
+      slot.busy = true
+      const transfer = job.inputs.flatMap((t) => (Array.isArray(t.data) ? [] : [t.data.buffer as ArrayBuffer]))
+      this.send(slot, {op: 'run', id: 0, key: job.key, inputs: job.inputs, outputs: job.outputs}, transfer)
+        .then((msg) => {
+          if (msg.op === 'result') {
+            this.avgMs = this.avgMs * 0.9 + msg.ms * 0.1
+            job.resolve({outputs: msg.outputs, ms: msg.ms})
+          } else if (msg.op === 'error') job.reject(new HttpError(400, `the model refused the inputs: ${msg.message}`))
+          else job.reject(new WorkerFailure(`unexpected worker reply ${msg.op}`))
+        }, job.reject)
+        .finally(() => {
+          slot.busy = false
+          this.dispatch()
+        })
+    }
+  }
+
+  /** Stop taking work, fail whatever still waits, and end the workers. Running jobs should be awaited by the caller first. */
+  async close(): Promise<void> {
+    this.closed = true
+    for (const job of this.queue.splice(0)) job.reject(new HttpError(503, 'the server is shutting down', {'retry-after': '1'}))
+    await Promise.all(this.slots.map((s) => s.worker.terminate()))
+  }
+}
