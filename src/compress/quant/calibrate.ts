@@ -1,0 +1,186 @@
+/**
+ * Calibration: activation ranges from a dataset streamed batch by batch through a copy of the
+ * float model that exposes every tensor to calibrate as an extra graph output. Memory stays
+ * bounded: per tensor only a running min/max and a fixed-size histogram of |x| are kept.
+ */
+import {KilnError} from '../../errors.js'
+import {ValueInfoProtoSchema, create} from '../../onnx/proto.js'
+import type {ModelProto} from '../../onnx/proto.js'
+import type {Batch} from '../../data/dataset.js'
+import {loadOrt} from '../../runtime/ort.js'
+import {sessionFor} from './graph-util.js'
+
+export type CalibrationMethod = 'minmax' | 'percentile' | 'entropy'
+
+const BINS = 2048
+
+/** Running statistics of one tensor. The |x| histogram widens (re-binning) as larger values arrive. */
+export class TensorStats {
+  min = Number.POSITIVE_INFINITY
+  max = Number.NEGATIVE_INFINITY
+  hist = new Float64Array(BINS)
+  /** Upper edge of the histogram (|x| range). */
+  edge = 0
+
+  add(data: Float32Array): void {
+    let lo = this.min
+    let hi = this.max
+    let amax = 0
+    for (let i = 0; i < data.length; i++) {
+      const v = data[i]!
+      if (v !== v) continue
+      if (v < lo) lo = v
+      if (v > hi) hi = v
+      const a = v < 0 ? -v : v
+      if (a > amax) amax = a
+    }
+    this.min = lo
+    this.max = hi
+    if (!Number.isFinite(amax)) return
+    if (amax > this.edge) this.widen(amax)
+    const edge = this.edge
+    if (edge === 0) {
+      this.hist[0]! += data.length
+      return
+    }
+    const k = BINS / edge
+    const h = this.hist
+    for (let i = 0; i < data.length; i++) {
+      const v = data[i]!
+      const a = v < 0 ? -v : v
+      const b = Math.min(BINS - 1, Math.floor(a * k))
+      if (b >= 0) h[b]!++
+    }
+  }
+
+  private widen(amax: number): void {
+    // Grow by at least 2x so that a slowly rising maximum does not re-bin on every batch.
+    const next = this.edge === 0 ? amax : Math.max(amax, this.edge * 2)
+    if (this.edge > 0) {
+      const old = this.hist
+      const h = new Float64Array(BINS)
+      const ratio = this.edge / next
+      for (let b = 0; b < BINS; b++) if (old[b]) h[Math.min(BINS - 1, Math.floor((b + 0.5) * ratio))]! += old[b]!
+      this.hist = h
+    }
+    this.edge = next
+  }
+
+  /** The range to quantize to, by method. Clipped methods never widen past the observed min/max. */
+  range(method: CalibrationMethod, percentile = 99.999): {min: number; max: number} {
+    if (!Number.isFinite(this.min)) return {min: 0, max: 0}
+    if (method === 'minmax' || this.edge === 0) return {min: this.min, max: this.max}
+    const t = method === 'percentile' ? this.percentileThreshold(percentile) : this.entropyThreshold()
+    return {min: Math.max(this.min, -t), max: Math.min(this.max, t)}
+  }
+
+  private percentileThreshold(p: number): number {
+    const total = this.hist.reduce((a, b) => a + b, 0)
+    const want = (total * p) / 100
+    let acc = 0
+    for (let b = 0; b < BINS; b++) {
+      acc += this.hist[b]!
+      if (acc >= want) return ((b + 1) * this.edge) / BINS
+    }
+    return this.edge
+  }
+
+  /**
+   * KL-divergence threshold (the TensorRT method): for each candidate clip bin, compare the clipped
+   * distribution with its 128-level quantized version and keep the one losing the least information.
+   */
+  private entropyThreshold(levels = 128): number {
+    const h = this.hist
+    let best = BINS
+    let bestKl = Number.POSITIVE_INFINITY
+    const step = 16
+    for (let i = levels; i <= BINS; i += step) {
+      const p = new Float64Array(i)
+      for (let b = 0; b < i; b++) p[b] = h[b]!
+      let outliers = 0
+      for (let b = i; b < BINS; b++) outliers += h[b]!
+      p[i - 1]! += outliers
+      const q = new Float64Array(i)
+      const per = i / levels
+      for (let j = 0; j < levels; j++) {
+        const start = Math.floor(j * per)
+        const end = j === levels - 1 ? i : Math.floor((j + 1) * per)
+        let sum = 0
+        let nonzero = 0
+        for (let b = start; b < end; b++) {
+          sum += h[b]!
+          if (h[b]! > 0) nonzero++
+        }
+        if (nonzero === 0) continue
+        const v = sum / nonzero
+        for (let b = start; b < end; b++) if (h[b]! > 0) q[b] = v
+      }
+      q[i - 1] = Math.max(q[i - 1]!, p[i - 1]! > 0 ? p[i - 1]! : 0)
+      const kl = klDivergence(p, q)
+      if (kl < bestKl) {
+        bestKl = kl
+        best = i
+      }
+    }
+    return (best * this.edge) / BINS
+  }
+}
+
+function klDivergence(p: Float64Array, q: Float64Array): number {
+  let ps = 0
+  let qs = 0
+  for (let i = 0; i < p.length; i++) {
+    ps += p[i]!
+    qs += q[i]!
+  }
+  if (ps === 0 || qs === 0) return Number.POSITIVE_INFINITY
+  let kl = 0
+  for (let i = 0; i < p.length; i++) {
+    if (p[i]! === 0) continue
+    const pi = p[i]! / ps
+    const qi = q[i]! / qs
+    kl += qi === 0 ? pi * 20 : pi * Math.log(pi / qi)
+  }
+  return kl
+}
+
+export interface CalibrationResult {
+  stats: Map<string, TensorStats>
+  samples: number
+  batches: number
+}
+
+/**
+ * Run `batches` through `model` and collect statistics of `tensors`. The model is copied; the
+ * copy lists the tensors as extra outputs so onnxruntime hands them back.
+ */
+export async function calibrate(model: ModelProto, tensors: string[], batches: AsyncIterable<Batch>, opts: {threads?: number; signal?: AbortSignal; onBatch?: (samples: number) => void} = {}): Promise<CalibrationResult> {
+  const ort = await loadOrt()
+  const graph = model.graph!
+  const existing = new Set(graph.output.map((o) => o.name))
+  const copy = {...model, graph: {...graph, output: [...graph.output, ...tensors.filter((t) => !existing.has(t)).map((name) => create(ValueInfoProtoSchema, {name}))]}} as ModelProto
+  const session = await sessionFor(copy, {threads: opts.threads ?? 2}, 'basic')
+  const stats = new Map(tensors.map((t) => [t, new TensorStats()]))
+  let samples = 0
+  let count = 0
+  try {
+    for await (const batch of batches) {
+      if (opts.signal?.aborted) throw new KilnError('cancelled', {code: 'E_ABORTED'})
+      const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {}
+      for (const [name, t] of Object.entries(batch.inputs)) feeds[name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, t.dims)
+      const out = await session.run(feeds, tensors)
+      for (const name of tensors) {
+        const v = out[name]
+        if (v && v.type === 'float32') stats.get(name)!.add(v.data as Float32Array)
+        v?.dispose?.()
+      }
+      samples += batch.size
+      count++
+      opts.onBatch?.(samples)
+    }
+  } finally {
+    await session.release()
+  }
+  if (samples === 0) throw new KilnError('the calibration dataset is empty', {code: 'E_DATA_EMPTY', tryMessage: 'Give at least one sample (100–500 representative samples are typical).'})
+  return {stats, samples, batches: count}
+}

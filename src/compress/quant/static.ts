@@ -1,0 +1,272 @@
+/**
+ * Static QDQ quantization of the main graph. Placement follows what onnxruntime fuses into QLinear
+ * kernels: DequantizeLinear on every input of a quantized op, QuantizeLinear on its output, one
+ * Q→DQ pair per tensor shared by all consumers; int8 weights (per channel along the output axis)
+ * and int32 bias behind a DequantizeLinear. Data-movement ops (MaxPool, Reshape, Transpose…) take
+ * their input's parameters so onnxruntime runs them on integers; a ReLU/Clip after a quantized op
+ * is folded into the output's range; tensors that only feed the model's outputs stay in float.
+ */
+import {attrInt, attrFloat, weights} from '../../onnx/graph.js'
+import type {WeightRef} from '../../onnx/graph.js'
+import {makeNode} from '../../onnx/build.js'
+import {DataType} from '../../onnx/proto.js'
+import type {GraphProto, ModelProto, NodeProto} from '../../onnx/proto.js'
+import {makeTensor, tensorToFloat32} from '../../onnx/tensor.js'
+import type {IntType, QuantParams} from './math.js'
+import {paramsForRange, quantizeWeight} from './math.js'
+import {NameScope, consumersOf, nodeLabel, removeUnusedWeights} from './graph-util.js'
+import type {TensorMeta} from './graph-util.js'
+
+/** Ops with weights whose integer kernels make quantization pay. */
+export const WEIGHTED_OPS = new Set(['Conv', 'MatMul', 'Gemm'])
+/** Ops onnxruntime runs on integers when wrapped in DQ/Q, with their own output range. */
+const ARITH_OPS = new Set(['Add', 'Mul', 'Concat', 'AveragePool', 'GlobalAveragePool', 'Sigmoid', 'LeakyRelu'])
+/** Ops that move data without changing values: the output reuses the input's parameters. */
+const MOVE_OPS = new Set(['MaxPool', 'Reshape', 'Transpose', 'Squeeze', 'Unsqueeze', 'Flatten', 'Resize', 'Slice', 'Split', 'Gather', 'DepthToSpace', 'SpaceToDepth'])
+/** Ops between a tensor and a graph output that still count as "the output layer". */
+const OUTPUT_PATH_OPS = new Set([...MOVE_OPS, 'Concat', 'Identity', 'Softmax', 'Sigmoid', 'Cast'])
+
+export interface StaticOptions {
+  perChannel: boolean
+  activations: IntType
+  symmetricActivations: boolean
+  reduceRange: boolean
+  /** Node predicate: true = keep this node in float. */
+  excluded: (node: NodeProto) => boolean
+  /** Restrict which weighted op types are quantized (hardware-aware mixes). */
+  weightedOps?: ReadonlySet<string>
+  /** Quantize arithmetic and data-movement ops too (default true). */
+  quantizeArith?: boolean
+}
+
+export interface FloatNode {
+  node: string
+  opType: string
+  reason: string
+}
+
+export interface StaticPlan {
+  nodes: Set<NodeProto>
+  /** Tensors needing a calibrated range. */
+  calibrate: string[]
+  /** Tensor → tensor whose parameters it shares. */
+  shared: Map<string, string>
+  /** ReLU/Clip nodes folded into the range of their output. */
+  absorbed: Set<NodeProto>
+  /** Quantized tensors in graph order. */
+  tensors: string[]
+  leftFloat: FloatNode[]
+}
+
+function mainWeights(model: ModelProto): Map<string, WeightRef> {
+  const m = new Map<string, WeightRef>()
+  for (const w of weights(model)) if (w.path.length === 0 && !m.has(w.name)) m.set(w.name, w)
+  return m
+}
+
+function isFloat(meta: Map<string, TensorMeta>, name: string): boolean {
+  return meta.get(name)?.type === 'float32'
+}
+
+/** Decide what to quantize. Pure: the model is not changed. */
+export function planStatic(model: ModelProto, meta: Map<string, TensorMeta>, opts: StaticOptions): StaticPlan {
+  const graph = model.graph!
+  const w = mainWeights(model)
+  const consumers = consumersOf(graph)
+  const outputs = new Set(graph.output.map((o) => o.name))
+  const nearOutput = new Set(outputs)
+  for (const node of [...graph.node].reverse()) {
+    if (OUTPUT_PATH_OPS.has(node.opType) && node.output.some((o) => nearOutput.has(o))) for (const i of node.input) if (i && !w.has(i)) nearOutput.add(i)
+  }
+  const leftFloat: FloatNode[] = []
+  const nodes = new Set<NodeProto>()
+  const quantized = new Set<string>()
+  const tensors: string[] = []
+  const shared = new Map<string, string>()
+  const absorbed = new Set<NodeProto>()
+  const addTensor = (t: string) => {
+    if (!quantized.has(t)) (quantized.add(t), tensors.push(t))
+  }
+  const arith = opts.quantizeArith !== false
+  const asymmetric = !opts.symmetricActivations
+
+  for (const node of graph.node) {
+    const op = node.opType
+    if (node.domain !== '' || !(WEIGHTED_OPS.has(op) || ARITH_OPS.has(op) || MOVE_OPS.has(op))) continue
+    const floatOuts = node.output.filter((o) => o && isFloat(meta, o))
+    if (floatOuts.length === 0) continue
+    if (opts.excluded(node)) {
+      if (WEIGHTED_OPS.has(op)) leftFloat.push({node: nodeLabel(node), opType: op, reason: 'excluded'})
+      continue
+    }
+    if (WEIGHTED_OPS.has(op)) {
+      if (opts.weightedOps && !opts.weightedOps.has(op)) {
+        leftFloat.push({node: nodeLabel(node), opType: op, reason: 'op type not quantized in the chosen mix'})
+        continue
+      }
+      const weightIn = op === 'MatMul' ? node.input.find((i) => w.has(i)) : node.input[1]
+      if (op !== 'MatMul' && (!weightIn || !w.has(weightIn) || w.get(weightIn)!.tensor.dataType !== DataType.FLOAT)) {
+        leftFloat.push({node: nodeLabel(node), opType: op, reason: 'weight is computed at run time'})
+        continue
+      }
+      if (op === 'Gemm' && (attrInt(node, 'transA', 0) !== 0 || attrFloat(node, 'alpha', 1) !== 1 || attrFloat(node, 'beta', 1) !== 1)) {
+        leftFloat.push({node: nodeLabel(node), opType: op, reason: 'Gemm with transA/alpha/beta has no integer kernel'})
+        continue
+      }
+      const acts = node.input.slice(0, op === 'Conv' || op === 'Gemm' ? 1 : 2).filter((i) => i && !w.has(i))
+      if (acts.some((a) => !isFloat(meta, a))) continue
+      nodes.add(node)
+      for (const a of acts) addTensor(a)
+    } else if (ARITH_OPS.has(op)) {
+      if (!arith) continue
+      const acts = node.input.filter((i) => i && isFloat(meta, i))
+      // Integer Add/Mul/Concat only pay when their inputs already come quantized.
+      if (acts.length === 0 || acts.some((a) => w.has(a)) || !acts.some((a) => quantized.has(a))) continue
+      nodes.add(node)
+      for (const a of acts) addTensor(a)
+    } else {
+      if (!arith || !quantized.has(node.input[0]!)) continue
+      nodes.add(node)
+    }
+    for (const out of floatOuts) {
+      if (nearOutput.has(out)) {
+        if (WEIGHTED_OPS.has(op)) leftFloat.push({node: nodeLabel(node), opType: op, reason: 'output layer: its output stays float (inputs and weights quantized)'})
+        continue
+      }
+      const next = consumers.get(out) ?? []
+      const act = next.length === 1 ? next[0]!.node : undefined
+      if (asymmetric && act && !MOVE_OPS.has(op) && isAbsorbable(act, w) && !nearOutput.has(act.output[0]!) && !opts.excluded(act)) {
+        absorbed.add(act)
+        addTensor(act.output[0]!)
+        continue
+      }
+      if (MOVE_OPS.has(op)) shared.set(out, shared.get(node.input[0]!) ?? node.input[0]!)
+      addTensor(out)
+    }
+  }
+  return {nodes, calibrate: tensors.filter((t) => !shared.has(t)), shared, absorbed, tensors, leftFloat}
+}
+
+/** ReLU, or Clip with a floor of 0: quantizing to a range that starts at 0 does the same. */
+function isAbsorbable(node: NodeProto, w: Map<string, WeightRef>): boolean {
+  if (node.domain !== '') return false
+  if (node.opType === 'Relu') return true
+  if (node.opType !== 'Clip') return false
+  const min = node.input[1] ? w.get(node.input[1]) : undefined
+  return !!min && tensorToFloat32(min.tensor)[0] === 0
+}
+
+export interface ApplyResult {
+  quantizedNodes: Record<string, number>
+  qdqPairs: number
+}
+
+/**
+ * Rewrite the graph per `plan` with the given activation ranges (tensor → [min, max]).
+ * Tensors without a range (outliers kept in float by the caller) are skipped.
+ */
+export function applyStatic(model: ModelProto, plan: StaticPlan, ranges: Map<string, {min: number; max: number}>, opts: StaticOptions): ApplyResult {
+  const graph = model.graph!
+  const names = new NameScope(model)
+  const w = mainWeights(model)
+  const params = new Map<string, QuantParams>()
+  const zpType = opts.activations === 'uint8' ? DataType.UINT8 : DataType.INT8
+  for (const t of plan.tensors) {
+    const src = plan.shared.get(t) ?? t
+    const r = ranges.get(src)
+    if (!r) continue
+    params.set(t, params.get(src) ?? paramsForRange(r.min, r.max, opts.activations, opts.symmetricActivations))
+  }
+  const head: NodeProto[] = []
+  const after = new Map<string, NodeProto[]>()
+  const dqName = new Map<string, string>()
+  let pairs = 0
+  for (const t of plan.tensors) {
+    const p = params.get(t)
+    if (!p) continue
+    const scale = names.fresh(`${t}_scale`)
+    const zp = names.fresh(`${t}_zero_point`)
+    graph.initializer.push(makeTensor(scale, DataType.FLOAT, [], Float32Array.of(p.scale)))
+    graph.initializer.push(makeTensor(zp, zpType, [], zpType === DataType.UINT8 ? Uint8Array.of(p.zeroPoint) : Int8Array.of(p.zeroPoint)))
+    const q = names.fresh(`${t}_QuantizeLinear`)
+    const dq = names.fresh(`${t}_DequantizeLinear`)
+    const nodes = [makeNode('QuantizeLinear', [t, scale, zp], [q], {}, {name: q}), makeNode('DequantizeLinear', [q, scale, zp], [dq], {}, {name: dq})]
+    dqName.set(t, dq)
+    pairs++
+    after.set(t, nodes)
+  }
+  // Folded activations disappear: the producer writes the activation's output name directly.
+  for (const act of plan.absorbed) {
+    const out = act.output[0]!
+    if (!params.has(out)) continue
+    const producer = graph.node.find((n) => n.output.includes(act.input[0]!))!
+    producer.output[producer.output.indexOf(act.input[0]!)] = out
+    graph.node.splice(graph.node.indexOf(act), 1)
+  }
+  const counts: Record<string, number> = {}
+  const weightCache = new Map<string, string>()
+  for (const node of plan.nodes) {
+    if (!graph.node.includes(node)) continue
+    counts[node.opType] = (counts[node.opType] ?? 0) + 1
+    if (!WEIGHTED_OPS.has(node.opType)) continue
+    const slots = node.opType === 'MatMul' ? node.input.map((i, s) => (w.has(i) ? s : -1)).filter((s) => s >= 0) : [1]
+    for (const slot of slots) {
+      const ref = w.get(node.input[slot]!)!
+      const dims = ref.tensor.dims.map(Number)
+      const axis = !opts.perChannel || dims.length < 2 ? undefined : node.opType === 'Conv' ? 0 : node.opType === 'Gemm' ? (attrInt(node, 'transB', 0) ? 0 : 1) : slot === 1 ? dims.length - 1 : dims.length - 2
+      const key = `${ref.name}|${axis}`
+      let dq = weightCache.get(key)
+      const qw = quantizeWeight(tensorToFloat32(ref.tensor), dims, axis, opts.reduceRange)
+      if (!dq) {
+        dq = names.fresh(`${ref.name}_DequantizeLinear`)
+        const qn = names.fresh(`${ref.name}_quantized`)
+        const sn = names.fresh(`${ref.name}_scale`)
+        const zn = names.fresh(`${ref.name}_zero_point`)
+        const sdims = axis === undefined ? [] : [dims[axis]!]
+        graph.initializer.push(makeTensor(qn, DataType.INT8, dims, qw.data), makeTensor(sn, DataType.FLOAT, sdims, qw.scales), makeTensor(zn, DataType.INT8, sdims, qw.zeroPoints))
+        head.push(makeNode('DequantizeLinear', [qn, sn, zn], [dq], axis === undefined ? {} : {axis}, {name: dq}))
+        weightCache.set(key, dq)
+      }
+      node.input[slot] = dq
+      if ((node.opType === 'Conv' || node.opType === 'Gemm') && node.input[2] && w.has(node.input[2])) {
+        const xp = params.get(node.input[0]!)
+        if (xp) quantizeBias(graph, node, w.get(node.input[2])!, xp.scale, qw.scales, names, head)
+      }
+    }
+  }
+  // Every reader of a quantized tensor (main graph) now reads its dequantized copy.
+  for (const node of graph.node) node.input = node.input.map((i) => dqName.get(i) ?? i)
+  for (const [t, [q]] of after) q!.input[0] = t
+  const rebuilt: NodeProto[] = [...head]
+  for (const i of graph.input) if (after.has(i.name)) rebuilt.push(...after.get(i.name)!)
+  for (const node of graph.node) {
+    rebuilt.push(node)
+    for (const o of node.output) if (after.has(o)) rebuilt.push(...after.get(o)!)
+  }
+  graph.node = rebuilt
+  graph.valueInfo = []
+  removeUnusedWeights(model)
+  return {quantizedNodes: counts, qdqPairs: pairs}
+}
+
+function quantizeBias(graph: GraphProto, node: NodeProto, ref: WeightRef, xScale: number, wScales: Float32Array, names: NameScope, head: NodeProto[]): void {
+  const b = tensorToFloat32(ref.tensor)
+  const n = b.length
+  const scales = new Float32Array(n)
+  const q = new Int32Array(n)
+  for (let c = 0; c < n; c++) {
+    const s = xScale * (wScales.length === 1 ? wScales[0]! : wScales[c]!)
+    scales[c] = s
+    const v = Math.round(b[c]! / s)
+    if (!Number.isFinite(v) || Math.abs(v) > 2 ** 31 - 1) return
+    q[c] = v
+  }
+  const base = ref.name
+  const qn = names.fresh(`${base}_quantized`)
+  const sn = names.fresh(`${base}_scale`)
+  const zn = names.fresh(`${base}_zero_point`)
+  const dq = names.fresh(`${base}_DequantizeLinear`)
+  graph.initializer.push(makeTensor(qn, DataType.INT32, [n], q), makeTensor(sn, DataType.FLOAT, [n], scales), makeTensor(zn, DataType.INT32, [n], new Int32Array(n)))
+  head.push(makeNode('DequantizeLinear', [qn, sn, zn], [dq], {axis: 0}, {name: dq}))
+  node.input[2] = dq
+}
