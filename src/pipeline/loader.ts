@@ -8,7 +8,7 @@ import {interpolateEnv, type Env} from './interpolate.js'
 import {PipelineSchema, type PipelineFile} from './schema.js'
 import {SourceFile, type DocPath} from './source.js'
 import {closest, didYouMean} from './suggest.js'
-import {mapZodIssues} from './zod-issues.js'
+import {mapZodIssues, typeName} from './zod-issues.js'
 
 export interface PipelineStageSpec {
   /** `id`, or the stage's kind; unique within the pipeline. */
@@ -134,7 +134,7 @@ export async function loadPipeline(file?: string, options: LoadPipelineOptions =
   if (syntax.length > 0) throw new PipelineFileError(syntax)
   if (!asRecord(source.doc.contents?.toJSON())) {
     throw new PipelineFileError([
-      source.issueAt([], `expected a mapping with \`version\`, \`name\`, \`model\` and \`stages\`, got ${text.trim() === '' ? 'an empty file' : 'something else'}`, {
+      source.issueAt([], `expected a mapping with \`version\`, \`name\`, \`model\` and \`stages\`, got ${source.doc.contents === null ? 'an empty file' : typeName(source.doc.contents.toJSON())}`, {
         suggestion: 'start from `kiln init`',
       }),
     ])
@@ -220,7 +220,13 @@ async function checkStages(
       checkReferences(source, withRecord, [...at, 'with'], {datasetNames, profileNames, earlierIds: [...seenIds.keys()].filter((k) => seenIds.get(k)! < index)}, issues)
     }
     if (!stage || !withRecord) continue
-    const result = stage.schema.safeParse(withRecord)
+    let result: ReturnType<Stage<any>['schema']['safeParse']>
+    try {
+      result = stage.schema.safeParse(withRecord)
+    } catch (error) {
+      issues.push(source.issueAt([...at, 'with'], `stage \`${uses}\` could not check its parameters: ${errorMessage(error)}`))
+      continue
+    }
     if (!result.success) {
       issues.push(...mapZodIssues(result.error, withRecord, stage.schema, source, [...at, 'with']))
       continue

@@ -45,7 +45,8 @@ export function closest(word: string, candidates: Iterable<string>): string | un
   if (best === undefined) return undefined
   // Also accept a case-only difference or a prefix/suffix abbreviation (`calib` for `calibration`).
   const limit = Math.max(1, Math.floor(Math.max(word.length, best.length) / 3))
-  if (bestDistance <= limit) return best
+  // Short names: one edit can turn anything into anything (`e` → `a`), so demand a shared letter.
+  if (bestDistance <= limit && bestDistance < Math.min(word.length, best.length)) return best
   const w = word.toLowerCase()
   for (const c of candidates) {
     const lc = c.toLowerCase()

@@ -27,7 +27,8 @@ interface Def {
 }
 
 function defOf(schema: AnySchema): Def {
-  return (schema as unknown as {_zod: {def: Def}})._zod.def
+  // A custom stage may bring its own zod copy or a look-alike: without zod internals, no key hints.
+  return (schema as unknown as {_zod?: {def?: Def}})?._zod?.def ?? {type: 'unknown'}
 }
 
 /** The schemas that can describe the value at `path` (several under unions). */
