@@ -2,7 +2,7 @@ import path from 'node:path'
 import {describe, expect, it} from 'vitest'
 import {PipelineFileError} from '../../src/errors.js'
 import {loadPipeline} from '../../src/pipeline/loader.js'
-import {brief, customStageModule, issuesOf, project} from './helpers.js'
+import {brief, customStageModule, issuesOf, project} from './loader-helpers.js'
 
 const HEAD = 'version: 1\nname: demo\nmodel: ./model.onnx\n'
 
