@@ -35,7 +35,7 @@ export function upgradeOpset(model: ModelProto, target: number): number {
   if (from >= target) return from
   const names = new NameScope(model)
   for (const {graph} of walkGraphs(model)) {
-    for (const node of [...graph.node]) if (node.domain === '' || node.domain === 'ai.onnx') upgradeNode(graph, node, from, names)
+    for (const node of [...graph.node]) if (node.domain === '' || node.domain === 'ai.onnx') upgradeNode(graph, node, from, names, target)
   }
   ensureOpsetImport(model, '', target)
   if (model.irVersion < 7n) model.irVersion = 7n
@@ -60,7 +60,7 @@ function takeAttr(node: NodeProto, name: string) {
   return a
 }
 
-function upgradeNode(graph: GraphProto, node: NodeProto, from: number, names: NameScope): void {
+function upgradeNode(graph: GraphProto, node: NodeProto, from: number, names: NameScope, target: number): void {
   const base = node.name || node.output[0] || node.opType
   switch (node.opType) {
     case 'Clip': {
@@ -83,11 +83,13 @@ function upgradeNode(graph: GraphProto, node: NodeProto, from: number, names: Na
     case 'Squeeze':
     case 'Unsqueeze':
     case 'ReduceSum': {
+      if (target < 13) return
       const axes = takeAttr(node, 'axes')
       if (axes) node.input = [node.input[0]!, constInt64(graph, names, `${base}_axes`, axes.ints.map(Number))]
       return
     }
     case 'Split': {
+      if (target < 13) return
       const split = takeAttr(node, 'split')
       if (split) node.input = [node.input[0]!, constInt64(graph, names, `${base}_split`, split.ints.map(Number))]
       return
