@@ -1,0 +1,425 @@
+import * as fs from 'node:fs'
+import * as fsp from 'node:fs/promises'
+import * as readline from 'node:readline'
+import {createGunzip, inflateRawSync} from 'node:zlib'
+import {KilnError} from '../errors.js'
+import type {TypedArray} from '../onnx/tensor.js'
+import {decodeIdxElements, parseIdxHeader, streamIdx} from './idx.js'
+import type {NpyArray} from './npy.js'
+import {parseNpy} from './npy.js'
+
+/** One field (array, column group, JSON key) of a dataset: element type and per-sample shape. */
+export interface Field {
+  name: string
+  /** numpy-style dtype (`<f4`, `|u1`...). */
+  dtype: string
+  shape: number[]
+}
+
+/** A chunk of consecutive samples: field → values for `rows` samples, row-major. */
+export interface Rows {
+  rows: number
+  values: Record<string, TypedArray>
+}
+
+/**
+ * A dataset reader. Random-access sources (`read`) let kiln shuffle and limit without reading
+ * everything; stream sources (`stream`) are read once, front to back.
+ */
+export interface Source {
+  fields: Field[]
+  length?: number
+  read?(indices: number[], fields: string[]): Promise<Rows>
+  stream?(fields: string[], signal?: AbortSignal): AsyncIterable<Rows>
+  close(): Promise<void>
+}
+
+const CTORS: Record<string, {new (n: number): TypedArray; new (b: ArrayBuffer, o: number, n: number): TypedArray; BYTES_PER_ELEMENT: number}> = {
+  f4: Float32Array, f8: Float64Array, i1: Int8Array, u1: Uint8Array, b1: Uint8Array, i2: Int16Array, u2: Uint16Array,
+  i4: Int32Array, u4: Uint32Array, i8: BigInt64Array, u8: BigUint64Array,
+}
+export const ctorOf = (dtype: string) => CTORS[dtype.replace(/^[<|=]/, '')]!
+
+const per = (shape: number[]) => shape.reduce((a, b) => a * b, 1)
+
+function cannotRead(file: string, error: unknown): KilnError {
+  return new KilnError(`cannot read dataset ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, {
+    code: 'E_DATA',
+    tryMessage: 'Check the dataset path (relative to the pipeline file) and its permissions.',
+  })
+}
+
+/** An array stored uncompressed at a byte offset of a file: rows are read on demand, never all at once. */
+interface OnDisk {
+  fd: fsp.FileHandle
+  offset: number
+  dtype: string
+  shape: number[]
+}
+
+async function readRowsAt(a: OnDisk, indices: number[]): Promise<TypedArray> {
+  const Ctor = ctorOf(a.dtype)
+  const rowBytes = per(a.shape.slice(1)) * Ctor.BYTES_PER_ELEMENT
+  const buf = Buffer.alloc(rowBytes * indices.length)
+  // Coalesce runs of consecutive rows into one read (the common, unshuffled case).
+  for (let i = 0; i < indices.length; ) {
+    let j = i + 1
+    while (j < indices.length && indices[j] === indices[j - 1]! + 1) j++
+    const {bytesRead} = await a.fd.read(buf, i * rowBytes, (j - i) * rowBytes, a.offset + indices[i]! * rowBytes)
+    if (bytesRead < (j - i) * rowBytes) throw new KilnError(`dataset array is truncated at row ${indices[i]}`, {code: 'E_DATA'})
+    i = j
+  }
+  return new Ctor(buf.buffer as ArrayBuffer, buf.byteOffset, buf.length / Ctor.BYTES_PER_ELEMENT)
+}
+
+function headerOfNpy(bytes: Uint8Array, label: string): {dtype: string; shape: number[]; dataOffset: number} {
+  // parseNpy needs the data too; parse just the header here to learn where the data starts.
+  const major = bytes[6]!
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const headerLen = major === 1 ? dv.getUint16(8, true) : dv.getUint32(8, true)
+  const start = major === 1 ? 10 : 12
+  const header = new TextDecoder().decode(bytes.subarray(start, start + headerLen))
+  const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1]
+  const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1]
+  if (bytes[0] !== 0x93 || !descr || shapeText === undefined) throw new KilnError(`${label}: not an NPY file`, {code: 'E_DATA'})
+  if (/'fortran_order':\s*True/.test(header)) throw new KilnError(`${label}: Fortran-ordered arrays are not supported; save with np.ascontiguousarray`, {code: 'E_DATA'})
+  if (descr.startsWith('>') || !ctorOf(descr)) throw new KilnError(`${label}: unsupported dtype ${descr}`, {code: 'E_DATA'})
+  const shape = shapeText.split(',').map((s) => s.trim()).filter(Boolean).map(Number)
+  return {dtype: descr, shape: shape.length ? shape : [1], dataOffset: start + headerLen}
+}
+
+/** A single .npy: rows read on demand. */
+export async function npySource(file: string): Promise<Source> {
+  const fd = await fsp.open(file, 'r').catch((e) => Promise.reject(cannotRead(file, e)))
+  const head = Buffer.alloc(4096)
+  await fd.read(head, 0, 4096, 0)
+  const h = headerOfNpy(head, file)
+  const name = file.split('/').pop()!.replace(/\.npy$/, '')
+  const arr: OnDisk = {fd, offset: h.dataOffset, dtype: h.dtype, shape: h.shape}
+  return {
+    fields: [{name, dtype: h.dtype, shape: h.shape.slice(1)}],
+    length: h.shape[0],
+    async read(indices) {
+      return {rows: indices.length, values: {[name]: await readRowsAt(arr, indices)}}
+    },
+    close: () => fd.close(),
+  }
+}
+
+/**
+ * An .npz: stored (uncompressed) entries are read row by row from the file; deflated entries have
+ * to be inflated whole, one array at a time.
+ */
+export async function npzSource(file: string): Promise<Source> {
+  const fd = await fsp.open(file, 'r').catch((e) => Promise.reject(cannotRead(file, e)))
+  const {size} = await fd.stat()
+  const tailLen = Math.min(size, 65_557 + 22)
+  const tail = Buffer.alloc(tailLen)
+  await fd.read(tail, 0, tailLen, size - tailLen)
+  let eocd = -1
+  for (let i = tail.length - 22; i >= 0; i--) if (tail.readUInt32LE(i) === 0x06054b50) { eocd = i; break }
+  if (eocd < 0) throw new KilnError(`${file}: not a zip/npz archive (or truncated)`, {code: 'E_DATA'})
+  let count = tail.readUInt16LE(eocd + 10)
+  let cdSize = tail.readUInt32LE(eocd + 12)
+  let cdOffset = tail.readUInt32LE(eocd + 16)
+  if (cdOffset === 0xffffffff || count === 0xffff) {
+    const loc = eocd - 20
+    if (loc >= 0 && tail.readUInt32LE(loc) === 0x07064b50) {
+      const z64 = Buffer.alloc(56)
+      await fd.read(z64, 0, 56, Number(tail.readBigUInt64LE(loc + 8)))
+      count = Number(z64.readBigUInt64LE(32))
+      cdSize = Number(z64.readBigUInt64LE(40))
+      cdOffset = Number(z64.readBigUInt64LE(48))
+    }
+  }
+  const cd = Buffer.alloc(cdSize)
+  await fd.read(cd, 0, cdSize, cdOffset)
+  const arrays = new Map<string, {disk?: OnDisk; mem?: NpyArray; field: Field}>()
+  let p = 0
+  for (let n = 0; n < count; n++) {
+    if (cd.readUInt32LE(p) !== 0x02014b50) throw new KilnError(`${file}: corrupt zip central directory`, {code: 'E_DATA'})
+    const method = cd.readUInt16LE(p + 10)
+    let csize = cd.readUInt32LE(p + 20)
+    const nameLen = cd.readUInt16LE(p + 28)
+    const extraLen = cd.readUInt16LE(p + 30)
+    const commentLen = cd.readUInt16LE(p + 32)
+    let local = cd.readUInt32LE(p + 42)
+    const entry = cd.subarray(p + 46, p + 46 + nameLen).toString('utf8')
+    for (let e = p + 46 + nameLen; e + 4 <= p + 46 + nameLen + extraLen; ) {
+      const id = cd.readUInt16LE(e)
+      const len = cd.readUInt16LE(e + 2)
+      if (id === 0x0001) {
+        let q = e + 4
+        if (cd.readUInt32LE(p + 24) === 0xffffffff) q += 8
+        if (csize === 0xffffffff) (csize = Number(cd.readBigUInt64LE(q))), (q += 8)
+        if (local === 0xffffffff) local = Number(cd.readBigUInt64LE(q))
+      }
+      e += 4 + len
+    }
+    p += 46 + nameLen + extraLen + commentLen
+    const lh = Buffer.alloc(30)
+    await fd.read(lh, 0, 30, local)
+    const dataStart = local + 30 + lh.readUInt16LE(26) + lh.readUInt16LE(28)
+    const name = entry.replace(/\.npy$/, '')
+    if (method === 0) {
+      const head = Buffer.alloc(Math.min(4096, csize))
+      await fd.read(head, 0, head.length, dataStart)
+      const h = headerOfNpy(head, `${file}:${entry}`)
+      arrays.set(name, {disk: {fd, offset: dataStart + h.dataOffset, dtype: h.dtype, shape: h.shape}, field: {name, dtype: h.dtype, shape: h.shape.slice(1)}})
+    } else if (method === 8) {
+      const raw = Buffer.alloc(csize)
+      await fd.read(raw, 0, csize, dataStart)
+      const arr = parseNpy(inflateRawSync(raw), `${file}:${entry}`)
+      if (arr.shape.length === 0) arr.shape = [1]
+      arrays.set(name, {mem: arr, field: {name, dtype: arr.dtype, shape: arr.shape.slice(1)}})
+    } else throw new KilnError(`${file}: entry ${entry} uses unsupported compression ${method}`, {code: 'E_DATA'})
+  }
+  const lengths = [...arrays.values()].map((a) => (a.disk?.shape ?? a.mem!.shape)[0]!)
+  return {
+    fields: [...arrays.values()].map((a) => a.field),
+    length: Math.min(...lengths),
+    async read(indices, fields) {
+      const values: Record<string, TypedArray> = {}
+      for (const f of fields) {
+        const a = arrays.get(f)!
+        if (a.disk) values[f] = await readRowsAt(a.disk, indices)
+        else {
+          const rowLen = per(a.mem!.shape.slice(1))
+          const Ctor = ctorOf(a.mem!.dtype)
+          const out = new Ctor(indices.length * rowLen)
+          indices.forEach((k, j) => (out as Float32Array).set((a.mem!.data as Float32Array).subarray(k * rowLen, (k + 1) * rowLen), j * rowLen))
+          values[f] = out
+        }
+      }
+      return {rows: indices.length, values}
+    },
+    close: () => fd.close(),
+  }
+}
+
+const isGz = async (file: string): Promise<boolean> => {
+  const fd = await fsp.open(file, 'r').catch((e) => Promise.reject(cannotRead(file, e)))
+  const b = Buffer.alloc(2)
+  await fd.read(b, 0, 2, 0)
+  await fd.close()
+  return b[0] === 0x1f && b[1] === 0x8b
+}
+
+/**
+ * IDX (MNIST format), plain or gzip. `labelsFile` is a second IDX file holding one label per sample
+ * (by default the sibling `*-labels-idx1-ubyte*` of an `*-images-idx3-ubyte*` file).
+ */
+export async function idxSource(file: string, labelsFile?: string): Promise<Source> {
+  const files: {name: string; file: string}[] = [{name: 'input', file}]
+  if (labelsFile) files.push({name: 'labels', file: labelsFile})
+  const fields: Field[] = []
+  let length = Number.POSITIVE_INFINITY
+  let gz = false
+  for (const f of files) {
+    gz ||= await isGz(f.file)
+    const first = await streamIdx(f.file, 1).next()
+    if (first.done) throw new KilnError(`${f.file}: empty IDX file`, {code: 'E_DATA'})
+    const h = first.value.header
+    fields.push({name: f.name, dtype: h.dtype, shape: h.shape.slice(1)})
+    length = Math.min(length, h.shape[0] ?? 1)
+  }
+  if (!gz) {
+    const handles = await Promise.all(files.map((f) => fsp.open(f.file, 'r')))
+    const disks: OnDisk[] = []
+    for (const [i, fd] of handles.entries()) {
+      const head = Buffer.alloc(4 + 4 * 8)
+      await fd.read(head, 0, head.length, 0)
+      const h = parseIdxHeader(head, files[i]!.file)
+      disks.push({fd, offset: h.headerBytes, dtype: h.dtype, shape: h.shape})
+    }
+    return {
+      fields,
+      length,
+      async read(indices, wanted) {
+        const values: Record<string, TypedArray> = {}
+        for (const [i, f] of files.entries()) {
+          if (!wanted.includes(f.name)) continue
+          // IDX is big-endian: read the raw rows, then decode.
+          const d = disks[i]!
+          const h = {dtype: d.dtype, shape: d.shape, headerBytes: d.offset, elementBytes: ctorOf(d.dtype).BYTES_PER_ELEMENT}
+          const raw = await readRowsAt({...d, dtype: '|u1', shape: [d.shape[0]!, per(d.shape.slice(1)) * h.elementBytes]}, indices)
+          values[f.name] = decodeIdxElements(raw as Uint8Array, h, raw.length / h.elementBytes)
+        }
+        return {rows: indices.length, values}
+      },
+      close: async () => void (await Promise.all(handles.map((h) => h.close()))),
+    }
+  }
+  return {
+    fields,
+    length,
+    async *stream(wanted, signal) {
+      const iters = files.filter((f) => wanted.includes(f.name)).map((f) => ({name: f.name, it: streamIdx(f.file, 256, signal)}))
+      for (;;) {
+        const parts = await Promise.all(iters.map(async (x) => ({name: x.name, r: await x.it.next()})))
+        if (parts.some((x) => x.r.done)) return
+        const rows = Math.min(...parts.map((x) => (x.r.value as {rows: number}).rows))
+        yield {rows, values: Object.fromEntries(parts.map((x) => [x.name, (x.r.value as {data: TypedArray}).data]))}
+      }
+    },
+    close: async () => {},
+  }
+}
+
+async function* lines(file: string, signal?: AbortSignal): AsyncGenerator<string> {
+  const gz = await isGz(file)
+  const raw = fs.createReadStream(file)
+  const rl = readline.createInterface({input: gz ? raw.pipe(createGunzip()) : raw, crlfDelay: Number.POSITIVE_INFINITY})
+  try {
+    for await (const line of rl) {
+      if (signal?.aborted) throw new KilnError('cancelled', {code: 'E_ABORTED'})
+      if (line.trim()) yield line
+    }
+  } finally {
+    rl.close()
+    raw.destroy()
+  }
+}
+
+function splitCsv(line: string): string[] {
+  if (!line.includes('"')) return line.split(',')
+  const out: string[] = []
+  let cur = ''
+  let quoted = false
+  for (let i = 0; i < line.length; i++) {
+    const ch = line[i]!
+    if (quoted) {
+      if (ch === '"' && line[i + 1] === '"') (cur += '"'), i++
+      else if (ch === '"') quoted = false
+      else cur += ch
+    } else if (ch === '"') quoted = true
+    else if (ch === ',') out.push(cur), (cur = '')
+    else cur += ch
+  }
+  out.push(cur)
+  return out
+}
+
+/**
+ * CSV, plain or gzip, streamed line by line. A first row with any non-numeric cell is the header;
+ * without one, columns are named by index (`0`, `1`...). `groups` maps a field name to the columns
+ * it takes (a model input usually takes many); every other column is a field of its own.
+ */
+export async function csvSource(file: string, groups: Record<string, string> = {}): Promise<Source> {
+  const first = await lines(file).next()
+  if (first.done) throw new KilnError(`dataset ${file} is empty`, {code: 'E_DATA'})
+  const cells = splitCsv(first.value)
+  const hasHeader = cells.some((c) => c.trim() !== '' && Number.isNaN(Number(c)))
+  const columns = hasHeader ? cells.map((c) => c.trim()) : cells.map((_, i) => String(i))
+  const resolved = resolveColumnGroups(file, columns, groups)
+  const fields: Field[] = resolved.map((g) => ({name: g.name, dtype: '<f8', shape: g.cols.length === 1 && !groups[g.name] ? [] : [g.cols.length]}))
+  return {
+    fields,
+    async *stream(wanted, signal) {
+      const sel = resolved.filter((g) => wanted.includes(g.name))
+      let skip = hasHeader
+      let lineNo = 0
+      let chunk: number[][] = []
+      const offsets = sel.map((_, gi) => sel.slice(0, gi).reduce((n, g) => n + g.cols.length, 0))
+      const flush = (): Rows => {
+        const values: Record<string, TypedArray> = {}
+        sel.forEach((g, gi) => {
+          const out = new Float64Array(chunk.length * g.cols.length)
+          chunk.forEach((r, k) => out.set(r.slice(offsets[gi], offsets[gi]! + g.cols.length), k * g.cols.length))
+          values[g.name] = out
+        })
+        const rows = {rows: chunk.length, values}
+        chunk = []
+        return rows
+      }
+      for await (const line of lines(file, signal)) {
+        lineNo++
+        if (skip) { skip = false; continue }
+        const c = splitCsv(line)
+        const row: number[] = []
+        for (const g of sel) for (const col of g.cols) {
+          const v = Number(c[col])
+          if (c[col] === undefined || c[col]!.trim() === '' || Number.isNaN(v)) {
+            throw new KilnError(`${file}:${lineNo}: column '${columns[col]}' is ${c[col] === undefined ? 'missing' : `not a number ('${c[col]}')`}`, {code: 'E_DATA'})
+          }
+          row.push(v)
+        }
+        chunk.push(row)
+        if (chunk.length === 256) yield flush()
+      }
+      if (chunk.length) yield flush()
+    },
+    close: async () => {},
+  }
+}
+
+/** Column groups: `a:b` (a range by name or index, inclusive), `prefix*`, or `c1,c2,...`. */
+function resolveColumnGroups(file: string, columns: string[], groups: Record<string, string>): {name: string; cols: number[]}[] {
+  const colIndex = (ref: string): number => {
+    const byName = columns.indexOf(ref)
+    if (byName >= 0) return byName
+    const n = Number(ref)
+    if (Number.isInteger(n) && n < columns.length && n >= -columns.length) return n < 0 ? columns.length + n : n
+    throw new KilnError(`${file}: no column '${ref}'; columns: ${columns.slice(0, 12).join(', ')}${columns.length > 12 ? ', ...' : ''}`, {code: 'E_DATA'})
+  }
+  const used = new Set<number>()
+  const out: {name: string; cols: number[]}[] = []
+  for (const [name, spec] of Object.entries(groups)) {
+    let cols: number[]
+    if (spec.endsWith('*')) cols = columns.flatMap((c, i) => (c.startsWith(spec.slice(0, -1)) ? [i] : []))
+    else if (/^[^,]+:[^,]+$/.test(spec)) {
+      const [a, b] = spec.split(':').map(colIndex) as [number, number]
+      cols = Array.from({length: b - a + 1}, (_, i) => a + i)
+    } else cols = spec.split(',').map((s) => colIndex(s.trim()))
+    if (cols.length === 0) throw new KilnError(`${file}: '${spec}' selects no columns`, {code: 'E_DATA'})
+    cols.forEach((c) => used.add(c))
+    out.push({name, cols})
+  }
+  columns.forEach((c, i) => {
+    if (!used.has(i)) out.push({name: c, cols: [i]})
+  })
+  return out
+}
+
+/** JSON Lines, plain or gzip: one object per line; values are numbers or (nested) arrays of numbers. */
+export async function jsonlSource(file: string): Promise<Source> {
+  const first = await lines(file).next()
+  if (first.done) throw new KilnError(`dataset ${file} is empty`, {code: 'E_DATA'})
+  const parse = (line: string, n: number): Record<string, unknown> => {
+    try {
+      return JSON.parse(line) as Record<string, unknown>
+    } catch (error) {
+      throw new KilnError(`${file}:${n}: invalid JSON (${(error as Error).message})`, {code: 'E_DATA'})
+    }
+  }
+  const shapeOf = (v: unknown): number[] => (Array.isArray(v) ? [v.length, ...shapeOf(v[0])] : [])
+  const sample = parse(first.value, 1)
+  const fields: Field[] = Object.entries(sample).filter(([, v]) => typeof v === 'number' || Array.isArray(v)).map(([name, v]) => ({name, dtype: '<f8', shape: shapeOf(v)}))
+  return {
+    fields,
+    async *stream(wanted, signal) {
+      const sel = fields.filter((f) => wanted.includes(f.name))
+      let buffers = sel.map(() => [] as number[])
+      let rows = 0
+      let n = 0
+      for await (const line of lines(file, signal)) {
+        n++
+        const obj = parse(line, n)
+        sel.forEach((f, i) => {
+          const v = obj[f.name]
+          if (v === undefined) throw new KilnError(`${file}:${n}: no field '${f.name}'`, {code: 'E_DATA'})
+          const flat = Array.isArray(v) ? (v as unknown[]).flat(Number.POSITIVE_INFINITY) : [v]
+          if (flat.length !== per(f.shape)) throw new KilnError(`${file}:${n}: field '${f.name}' has ${flat.length} values, the first line had ${per(f.shape)}`, {code: 'E_DATA'})
+          for (const x of flat) buffers[i]!.push(Number(x))
+        })
+        if (++rows === 256) {
+          yield {rows, values: Object.fromEntries(sel.map((f, i) => [f.name, Float64Array.from(buffers[i]!)]))}
+          buffers = sel.map(() => [])
+          rows = 0
+        }
+      }
+      if (rows) yield {rows, values: Object.fromEntries(sel.map((f, i) => [f.name, Float64Array.from(buffers[i]!)]))}
+    },
+    close: async () => {},
+  }
+}

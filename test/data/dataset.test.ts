@@ -1,0 +1,113 @@
+import * as fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {beforeAll, describe, expect, it} from 'vitest'
+import type {Batch, InputMeta} from '../../src/data/dataset.js'
+import {readBatches} from '../../src/data/dataset.js'
+import {readIdx} from '../../src/data/idx.js'
+import {readNpz} from '../../src/data/npy.js'
+import {writeNpz} from '../../src/data/npz-write.js'
+import type {DatasetSpec} from '../../src/stages/types.js'
+import {ensureTrainedModels, fixture} from '../helpers/fixtures.js'
+
+const FASHION: InputMeta[] = [{name: 'input', type: 'float32', dims: ['N', 1, 28, 28]}]
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-data-'))
+
+async function all(spec: Omit<DatasetSpec, 'name'>, batchSize: number, inputs?: InputMeta[]): Promise<Batch[]> {
+  const out: Batch[] = []
+  for await (const b of readBatches({name: 'd', ...spec}, {batchSize, inputs})) out.push(b)
+  return out
+}
+
+describe('readBatches', () => {
+  let trained: ReturnType<typeof ensureTrainedModels>
+  beforeAll(() => {
+    trained = ensureTrainedModels()
+  }, 300_000)
+
+  it('reads an NPZ named after the model input, in batches, with labels', async () => {
+    const batches = await all({path: trained.test, limit: 300}, 128, FASHION)
+    expect(batches.map((b) => b.size)).toEqual([128, 128, 44])
+    expect(batches[0]!.inputs.input!.dims).toEqual([128, 1, 28, 28])
+    const whole = await readNpz(trained.test)
+    expect(Array.from(batches[1]!.inputs.input!.data.subarray(0, 784))).toEqual(Array.from((whole.get('input')!.data as Float32Array).subarray(128 * 784, 129 * 784)))
+    expect(Array.from(batches[2]!.labels!)).toEqual(Array.from((whole.get('labels')!.data as BigInt64Array).subarray(256, 300), Number))
+  })
+
+  it('shuffles reproducibly with a seed, and a different seed gives another order', async () => {
+    const labels = async (seed: number) => (await all({path: trained.test, shuffle: true, seed, limit: 64}, 64, FASHION))[0]!.labels!
+    const a = await labels(1)
+    expect(Array.from(await labels(1))).toEqual(Array.from(a))
+    expect(Array.from(await labels(2))).not.toEqual(Array.from(a))
+  })
+
+  it('streams gzip IDX with its labels file, and scales/reshapes to the model input', async () => {
+    const images = fixture('data/fashion-mnist/t10k-images-idx3-ubyte.gz')
+    const batches = await all({path: images, limit: 100, preprocess: {scale: 1 / 255, dtype: 'float32'}}, 50, FASHION)
+    expect(batches.map((b) => b.inputs.input!.dims)).toEqual([[50, 1, 28, 28], [50, 1, 28, 28]])
+    const ref = await readIdx(images)
+    const labels = await readIdx(fixture('data/fashion-mnist/t10k-labels-idx1-ubyte.gz'))
+    expect(batches[1]!.inputs.input!.data[300]).toBeCloseTo((ref.data[50 * 784 + 300] as number) / 255, 6)
+    expect(Array.from(batches[1]!.labels!)).toEqual(Array.from(labels.data.subarray(50, 100) as Uint8Array))
+  })
+
+  it('streams a headerless gzip CSV, taking a column range as the input and the last column as labels', async () => {
+    const batches = await all(
+      {path: fixture('data/sklearn/digits.csv.gz'), inputs: {x: '0:63'}, labels: '64', preprocess: {dtype: 'float32', scale: 1 / 16}},
+      500,
+      [{name: 'x', type: 'float32', dims: ['N', 1, 8, 8]}],
+    )
+    expect(batches.reduce((n, b) => n + b.size, 0)).toBe(1797)
+    expect(batches[0]!.inputs.x!.dims).toEqual([500, 1, 8, 8])
+    expect(Math.max(...batches[0]!.inputs.x!.data as Float32Array)).toBeLessThanOrEqual(1)
+    expect(new Set(batches.flatMap((b) => Array.from(b.labels!)))).toEqual(new Set([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]))
+  })
+
+  it('reads JSONL rows of nested arrays', async () => {
+    const file = path.join(tmp, 'rows.jsonl')
+    const digits = JSON.parse(fs.readFileSync(fixture('data/mnist/3.json'), 'utf8')) as {data: number[]} | {data: number[]}[]
+    const first = Array.isArray(digits) ? digits[0]!.data : digits.data.slice(0, 784)
+    fs.writeFileSync(file, [0, 1, 2].map((i) => JSON.stringify({pixels: [first.slice(0, 392), first.slice(392, 784)], label: i})).join('\n'))
+    const [b] = await all({path: file, inputs: {input: 'pixels'}, preprocess: {dtype: 'float32'}}, 8, FASHION)
+    expect(b!.size).toBe(3)
+    expect(b!.inputs.input!.dims).toEqual([3, 1, 28, 28])
+    expect(Array.from(b!.labels!)).toEqual([0, 1, 2])
+    expect(b!.inputs.input!.data[400]).toBeCloseTo(first[400]!, 5)
+  })
+
+  it('decodes an image folder (one class per folder) with resize, layout, mean/std', async () => {
+    const dir = path.join(tmp, 'images')
+    for (const [cls, files] of [['cats', ['chelsea.png']], ['things', ['coffee.png', 'astronaut.png']]] as const) {
+      fs.mkdirSync(path.join(dir, cls), {recursive: true})
+      for (const f of files) fs.copyFileSync(fixture(`data/images/${f}`), path.join(dir, cls, f))
+    }
+    const meta: InputMeta[] = [{name: 'img', type: 'float32', dims: [1, 3, 32, 48]}]
+    const [b] = await all({path: dir, preprocess: {scale: 1 / 255, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}}, 4, meta)
+    expect(b!.inputs.img!.dims).toEqual([3, 3, 32, 48])
+    expect(Array.from(b!.labels!)).toEqual([0, 1, 1])
+    const data = b!.inputs.img!.data as Float32Array
+    expect(Math.min(...data)).toBeGreaterThanOrEqual(-1)
+    expect(Math.max(...data)).toBeLessThanOrEqual(1)
+  })
+
+  it('names the file of an unreadable image', async () => {
+    const dir = path.join(tmp, 'broken')
+    fs.mkdirSync(path.join(dir, 'a'), {recursive: true})
+    fs.writeFileSync(path.join(dir, 'a', 'bad.png'), 'not a png')
+    await expect(all({path: dir, preprocess: {dtype: 'float32'}}, 4, [{name: 'x', type: 'float32', dims: [1, 3, 8, 8]}])).rejects.toThrow(/bad\.png/)
+  })
+
+  it('explains a shape mismatch, naming the input and both shapes', async () => {
+    const file = path.join(tmp, 'wrong.npz')
+    await writeNpz(file, {input: {dtype: '<f4', shape: [4, 3, 10, 10], data: new Float32Array(1200)}})
+    await expect(all({path: file}, 2, FASHION)).rejects.toThrow(/input 'input' has sample shape \[3,10,10\], the model expects \[1,28,28\]/)
+  })
+
+  it('explains a dtype mismatch and how to fix it', async () => {
+    const file = path.join(tmp, 'f64.npz')
+    await writeNpz(file, {input: {dtype: '<f8', shape: [2, 1, 28, 28], data: new Float64Array(2 * 784)}})
+    await expect(all({path: file}, 2, FASHION)).rejects.toThrow(/is float64, the model expects float32/)
+    const [b] = await all({path: file, preprocess: {dtype: 'float32'}}, 2, FASHION)
+    expect(b!.inputs.input!.type).toBe('float32')
+  })
+})
