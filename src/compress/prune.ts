@@ -4,6 +4,7 @@ import type {DatasetSpec} from '../stages/types.js'
 import {pruneChannels} from './channel.js'
 import type {ChannelPruneReport} from './channel.js'
 import {nmPrune, parsePattern} from './nm.js'
+import {countFlops} from './prune-flops.js'
 import type {ArtifactSizes, CompressHooks, ParamCount} from './prune-io.js'
 import {throwIfAborted, transformModelFile} from './prune-io.js'
 import {countZeros, matchLayer, prunableWeights, readWeight, writeWeight} from './prune-weights.js'
@@ -56,6 +57,8 @@ export interface PruneReport {
   layers: LayerSparsity[]
   channel?: ChannelPruneReport
   sensitivity?: SensitivityReport
+  /** Structured pruning only: FLOPs of one run before and after, at the given input shapes. */
+  flops?: {before: number; after: number; inputShapes: Record<string, number[]>}
 }
 
 export interface PruneFileResult extends PruneReport {
@@ -217,6 +220,14 @@ export async function pruneModel(model: ModelProto, options: PruneOptions, hooks
 /** Prune a model file into `output` (atomic) and measure params and sizes before and after. */
 export async function pruneFile(input: string, output: string, options: PruneOptions, hooks: CompressHooks = {}): Promise<PruneFileResult> {
   if (options.sparsity !== undefined) checkSparsity(options.sparsity)
-  const r = await transformModelFile(input, output, (model) => pruneModel(model, options, hooks))
+  const structured = options.method === 'channel'
+  const r = await transformModelFile(input, output, async (model) => {
+    const before = structured ? await countFlops(model) : undefined
+    const report = await pruneModel(model, options, hooks)
+    const after = before ? await countFlops(model) : undefined
+    if (before && after) report.flops = {before: before.flops, after: after.flops, inputShapes: before.inputShapes}
+    else if (structured) hooks.log?.('could not count FLOPs: the model does not run on zero inputs')
+    return report
+  })
   return {...r.result, params: {before: r.paramsBefore, after: r.paramsAfter}, sizes: {before: r.before, after: r.after}}
 }

@@ -8,7 +8,10 @@ import type {Stage} from './types.js'
  * onnxruntime or TF.js. Adding a kind is one entry here plus its module.
  */
 const BUILTIN: Record<string, () => Promise<{default: Stage<any>}>> = {
+  cluster: () => import('./cluster.js'),
   convert: () => import('./convert.js'),
+  lowrank: () => import('./lowrank.js'),
+  prune: () => import('./prune.js'),
   encrypt: () => import('./encrypt.js'),
   publish: () => import('./publish.js'),
   sign: () => import('./sign.js'),

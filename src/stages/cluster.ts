@@ -1,0 +1,44 @@
+import path from 'node:path'
+import {z} from 'zod'
+import {outputName} from './prune.js'
+import {defineStage} from './types.js'
+
+const schema = z.strictObject({
+  /** Clusters (shared values) per layer, 4..256. */
+  clusters: z.number().int().min(4).max(256),
+  /** `codebook` (uint8 indices decoded in the graph, default) or `float` (centroid values, squeezed by zstd). */
+  storage: z.enum(['codebook', 'float']).default('codebook'),
+  /** k-means++ seed: the same seed gives the same model. */
+  seed: z.number().int().min(0).default(0),
+  /** Lloyd iterations at most. */
+  iterations: z.number().int().positive().default(30),
+  /** Layer or weight names to leave alone. */
+  exclude: z.array(z.string()).optional(),
+})
+
+export default defineStage({
+  kind: 'cluster',
+  version: '1',
+  description: 'Weight sharing: k-means per layer, stored as a codebook with packed indices (or clustered floats).',
+  schema,
+  async run(ctx, input, params) {
+    const {clusterFile} = await import('../compress/cluster.js')
+    const out = path.join(ctx.outDir, outputName(input.path))
+    const r = await clusterFile(input.path, out, params, {signal: ctx.signal, progress: (m) => ctx.progress(m)})
+    ctx.log.info(`clustered ${r.layers.length} layers to ${r.clusters} values, ${r.sizes.before.zstd} → ${r.sizes.after.zstd} bytes with zstd`)
+    return {
+      artifact: {path: out, format: 'onnx'},
+      metrics: {
+        clusters: r.clusters,
+        storage: r.storage,
+        layers: r.layers.length,
+        layerError: Object.fromEntries(r.layers.map((l) => [l.layer, Number(l.error.toFixed(5))])),
+        bytesBefore: r.sizes.before.raw,
+        bytesAfter: r.sizes.after.raw,
+        zstdBytesBefore: r.sizes.before.zstd,
+        zstdBytesAfter: r.sizes.after.zstd,
+      },
+      report: {layers: r.layers},
+    }
+  },
+})

@@ -1,0 +1,77 @@
+import path from 'node:path'
+import {z} from 'zod'
+import {defineStage} from './types.js'
+
+const schema = z.strictObject({
+  /** `magnitude` (unstructured, default), `nm` (N:M semi-structured) or `channel` (structured filters). */
+  method: z.enum(['magnitude', 'nm', 'channel']).default('magnitude'),
+  /** Fraction of weights (channels for `channel`) to remove, in [0, 1). Implied by `pattern` for `nm`. */
+  sparsity: z.number().min(0).lt(1).optional(),
+  /** `global` (default for magnitude) or `layer` (default for channel). */
+  scope: z.enum(['global', 'layer']).optional(),
+  /** N:M pattern for `nm`: keep N of every M along the reduction axis (default 2:4). */
+  pattern: z.string().regex(/^\d+:\d+$/).optional(),
+  /** Channel importance for `channel`. */
+  criterion: z.enum(['l1', 'l2']).default('l1'),
+  /** Leave the first and last prunable layers dense. */
+  protectFirstLast: z.boolean().default(false),
+  /** Per-layer sparsity by layer or weight name (0 = leave dense). */
+  overrides: z.record(z.string(), z.number().min(0).lt(1)).optional(),
+  /** Sensitivity-guided plan (magnitude): per-layer ratios within an accuracy budget on a declared dataset. */
+  eval: z
+    .strictObject({
+      dataset: z.string().min(1),
+      maxAccuracyDrop: z.number().min(0).max(1),
+      ratios: z.array(z.number().gt(0).lt(1)).min(1).optional(),
+      samples: z.number().int().positive().optional(),
+    })
+    .optional(),
+})
+
+/** Output file name inside the stage directory: keep the input's name when it is an .onnx file. */
+export function outputName(input: string): string {
+  return input.endsWith('.onnx') ? path.basename(input) : 'model.onnx'
+}
+
+export default defineStage({
+  kind: 'prune',
+  version: '1',
+  description: 'Remove weights: unstructured magnitude, N:M, or structured channels with graph surgery.',
+  schema,
+  datasets: (p) => (p.eval ? [p.eval.dataset] : []),
+  async run(ctx, input, params) {
+    const {pruneFile} = await import('../compress/prune.js')
+    const out = path.join(ctx.outDir, outputName(input.path))
+    const r = await pruneFile(
+      input.path,
+      out,
+      {...params, eval: params.eval ? {...params.eval, dataset: ctx.dataset(params.eval.dataset)} : undefined},
+      {signal: ctx.signal, log: (m) => ctx.log.info(m), progress: (m) => ctx.progress(m)},
+    )
+    ctx.log.info(`${r.method}: sparsity ${r.sparsity.toFixed(3)}, ${r.sizes.before.zstd} → ${r.sizes.after.zstd} bytes with zstd`)
+    const report: Record<string, unknown> = {layers: r.layers}
+    if (r.sensitivity) report.sensitivity = r.sensitivity
+    if (r.channel) report.channel = r.channel
+    return {
+      artifact: {path: out, format: 'onnx'},
+      metrics: {
+        method: r.method,
+        targetSparsity: r.target,
+        sparsity: r.sparsity,
+        layerSparsity: Object.fromEntries(r.layers.map((l) => [l.layer, Number(l.sparsity.toFixed(4))])),
+        paramsBefore: r.params.before.total,
+        paramsAfter: r.params.after.total,
+        nonzeroBefore: r.params.before.nonzero,
+        nonzeroAfter: r.params.after.nonzero,
+        ...(r.flops ? {flopsBefore: r.flops.before, flopsAfter: r.flops.after} : {}),
+        ...(r.channel ? {channelGroups: r.channel.groups.length, channelSkipped: r.channel.skipped.length} : {}),
+        ...(r.sensitivity ? {planned: r.sensitivity.final} : {}),
+        bytesBefore: r.sizes.before.raw,
+        bytesAfter: r.sizes.after.raw,
+        zstdBytesBefore: r.sizes.before.zstd,
+        zstdBytesAfter: r.sizes.after.zstd,
+      },
+      report,
+    }
+  },
+})
