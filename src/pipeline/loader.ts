@@ -1,7 +1,7 @@
 import {readFile, stat} from 'node:fs/promises'
 import path from 'node:path'
 import {errorMessage, PipelineFileError, UsageError, type SourceIssue} from '../errors.js'
-import {BUILTIN_PROFILES} from '../runtime/profiles.js'
+import {builtinProfiles} from '../runtime/profiles.js'
 import {builtinKinds, isCustomStageRef, loadStage} from '../stages/registry.js'
 import type {DatasetSpec, HardwareProfile, Stage} from '../stages/types.js'
 import {interpolateEnv, type Env} from './interpolate.js'
@@ -150,7 +150,7 @@ export async function loadPipeline(file?: string, options: LoadPipelineOptions =
 
   // Checks below run on the raw document as far as its shape allows, so one run reports everything.
   const datasetNames = Object.keys(asRecord(raw.datasets) ?? {})
-  const profileNames = [...new Set([...Object.keys(BUILTIN_PROFILES), ...Object.keys(asRecord(raw.profiles) ?? {})])]
+  const profileNames = [...new Set([...Object.keys(builtinProfiles()), ...Object.keys(asRecord(raw.profiles) ?? {})])]
   if (typeof raw.target === 'string' && !profileNames.includes(raw.target)) {
     issues.push(unknownName(source, ['target'], 'profile', raw.target, profileNames))
   }
@@ -280,7 +280,7 @@ function checkReferences(source: SourceFile, value: unknown, at: DocPath, scope:
 function buildPipeline(file: PipelineFile, abs: string, baseDir: string, stages: PipelineStageSpec[], source: SourceFile): Pipeline {
   const resolvePath = (p: string): string => (isUri(p) ? p : path.resolve(baseDir, p))
   const profiles: Record<string, HardwareProfile> = {}
-  for (const [name, spec] of Object.entries(file.profiles)) profiles[name] = {...BUILTIN_PROFILES['cpu-2t'], ...spec, name}
+  for (const [name, spec] of Object.entries(file.profiles)) profiles[name] = {...builtinProfiles()['cpu-2t']!, ...spec, name}
   const datasets: Record<string, DatasetSpec> = {}
   for (const [name, spec] of Object.entries(file.datasets)) datasets[name] = {...spec, name, path: resolvePath(spec.path)}
   return {
