@@ -2,6 +2,7 @@ import {Args, Flags} from '@oclif/core'
 import * as fsp from 'node:fs/promises'
 import path from 'node:path'
 import {KilnCommand} from '../cli/base-command.js'
+import type {DataKeySource} from '../delivery/encrypt.js'
 import {UsageError} from '../errors.js'
 import {registerSecret} from '../util/redact.js'
 
@@ -30,6 +31,7 @@ export default class Serve extends KilnCommand {
     host: Flags.string({description: 'Interface to listen on.', default: '127.0.0.1'}),
     port: Flags.integer({description: 'Port; 0 picks a free one (the address is printed).', default: 8000, min: 0, max: 65535}),
     token: Flags.string({description: 'Token for the model repository API (Bearer or X-API-Key); or env:NAME. Default: $KILN_SERVE_TOKEN.'}),
+    key: Flags.string({description: 'Data key for encrypted models: data.key path, env:NAME or passphrase:env:NAME. Decrypted in memory only.'}),
     pub: Flags.string({description: 'Ed25519 public key (signing.pub): refuse any model version whose signature does not verify.'}),
     pool: Flags.integer({description: 'Inference workers: requests that run at once.', default: 1, min: 1}),
     threads: Flags.integer({description: 'onnxruntime intra-op threads per worker (default: cores / pool).', min: 1}),
@@ -60,6 +62,12 @@ export default class Serve extends KilnCommand {
       parsePublicKey(publicKeyPem, flags.pub)
     }
 
+    let dataKey: DataKeySource | undefined
+    if (flags.key) {
+      const {resolveDataKey} = await import('../delivery/encrypt.js')
+      dataKey = await resolveDataKey(flags.key)
+    }
+
     const {serve} = await import('../delivery/serve/index.js')
     const server = await serve({
       repository: args.repository,
@@ -72,7 +80,7 @@ export default class Serve extends KilnCommand {
       maxBody: flags['max-body'],
       drainTimeoutSeconds: flags['drain-timeout'],
       s3: {endpoint: flags['s3-endpoint'], region: flags['s3-region'], forcePathStyle: flags['s3-path-style'] || undefined},
-      security: {publicKeyPem},
+      security: {publicKeyPem, dataKey},
       logLevel: flags.verbose ? 'debug' : 'info',
       version: this.config.version,
       onListening: (url) => this.say(`kiln serve listening on ${url}`),

@@ -20,7 +20,6 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       size += chunk.length
       if (size > limit) {
         done = true
-        req.pause()
         reject(new HttpError(413, `request body exceeds the limit of ${limit} bytes`))
         return
       }
@@ -42,6 +41,27 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       reject(new HttpError(400, 'the client closed the connection before the body was complete'))
     })
   })
+}
+
+/** Bytes of an unwanted body the server still reads (and drops) so the client sees the answer, not a reset. */
+export const DISCARD_LIMIT = 64 * 1024 * 1024
+
+/**
+ * Drop the rest of a request body that will not be used (an early 4xx). Reading it keeps the
+ * connection in step, and a client still uploading gets the answer instead of EPIPE; a body beyond
+ * {@link DISCARD_LIMIT} is cut off. Returns false when the connection must close instead.
+ */
+export function discardBody(req: IncomingMessage, alreadyRead = 0): boolean {
+  if (req.complete) return true
+  const declared = Number(req.headers['content-length'] ?? Number.NaN)
+  if (declared > DISCARD_LIMIT) return false
+  let n = alreadyRead
+  req.on('data', (chunk: Buffer) => {
+    n += chunk.length
+    if (n > DISCARD_LIMIT) req.destroy()
+  })
+  req.resume()
+  return true
 }
 
 export function sendJson(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {

@@ -1,7 +1,7 @@
 import http, {type IncomingMessage, type ServerResponse} from 'node:http'
 import type {AddressInfo} from 'node:net'
 import {HttpError} from './http-error.js'
-import {readBody, send, sendJson, tokenChecker} from './http-util.js'
+import {discardBody, readBody, send, sendJson, tokenChecker} from './http-util.js'
 import {decodeInferRequest, splitBody} from './infer-request.js'
 import {encodeInferResponse} from './infer-response.js'
 import {decodeLoadRequest} from './load-request.js'
@@ -237,8 +237,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         } else {
           logger.log('error', 'request failed', {method: req.method, url: req.url, error: error instanceof Error ? (error.stack ?? error.message) : String(error)})
         }
-        // A body left unread (413, early 4xx) would desynchronise the connection: close it instead.
-        if (!req.complete) headers = {...headers, connection: 'close'}
+        // A body left unread (413, early 4xx) is drained, or the connection closed when it is too big to drain.
+        if (!req.complete && !discardBody(req)) headers = {...headers, connection: 'close'}
         sendJson(res, status, {error: message}, headers)
         done(req, {status, model: modelOf(req.url)}, started, message)
       },

@@ -4,6 +4,7 @@ import path from 'node:path'
 import {KilnError} from '../../errors.js'
 import {listFiles} from '../../util/fs.js'
 import {decompressBytes, isZstd} from '../compress.js'
+import {type DataKeySource, decryptToBuffer, isEncryptedFile} from '../encrypt.js'
 import {SIGNATURE_FILE, verifyDirectory} from '../sign.js'
 import type {ModelPayload} from './worker-protocol.js'
 
@@ -20,8 +21,8 @@ export type VersionOrigin =
 export interface LoadSecurity {
   /** Ed25519 public key (SPKI PEM): every version must carry a signature that verifies with it. */
   publicKeyPem?: string
-  /** Data key for encrypted model files; they are decrypted in memory only. */
-  dataKey?: Buffer
+  /** Data key (or passphrase) for encrypted model files; they are decrypted in memory only. */
+  dataKey?: DataKeySource
 }
 
 export interface PreparedVersion {
@@ -71,7 +72,16 @@ async function verify(dir: string, security: LoadSecurity): Promise<boolean> {
 }
 
 async function readModel(file: string, rel: string, security: LoadSecurity, keepPath: boolean): Promise<{payload: ModelPayload; encrypted: boolean}> {
-  void security
+  if (await isEncryptedFile(file)) {
+    if (!security.dataKey) throw new RefusedVersion(`${rel} is encrypted and the server has no data key`, 'Start kiln serve with --key data.key (or env:NAME).')
+    let plain: Buffer
+    try {
+      plain = await decryptToBuffer(file, security.dataKey)
+    } catch (error) {
+      throw new RefusedVersion(`cannot decrypt ${rel}: ${error instanceof Error ? error.message : String(error)}`, 'Check that --key is the data key the model was encrypted with.', error)
+    }
+    return {payload: {bytes: isZstd(plain) ? await decompressBytes(plain) : plain}, encrypted: true}
+  }
   const head = Buffer.alloc(4)
   const fh = await fsp.open(file, 'r')
   try {
@@ -82,7 +92,6 @@ async function readModel(file: string, rel: string, security: LoadSecurity, keep
   if (isZstd(head)) return {payload: {bytes: await decompressBytes(await fsp.readFile(file))}, encrypted: false}
   // A plain file on disk is handed over by path: onnxruntime then also finds external weight files beside it.
   if (keepPath) return {payload: {path: file}, encrypted: false}
-  void rel
   return {payload: {bytes: await fsp.readFile(file)}, encrypted: false}
 }
 
