@@ -18,7 +18,7 @@ export function formatBytes(n: number): string {
 }
 
 function formatValue(v: unknown): string {
-  if (typeof v === 'number') return Number.isInteger(v) ? String(v) : Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(4)
+  if (typeof v === 'number') return Number.isInteger(v) ? String(v) : Math.abs(v) >= 100 ? v.toFixed(1) : String(Number(v.toPrecision(4)))
   if (typeof v === 'boolean') return v ? 'yes' : 'no'
   return String(v)
 }

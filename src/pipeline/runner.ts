@@ -10,7 +10,7 @@ import type {Pipeline, PipelineStageSpec} from './loader.js'
 import {resolveSecretRef} from './interpolate.js'
 import type {LockStage} from './lock.js'
 import {writeLock} from './lock.js'
-import {resolveProfile} from '../runtime/profiles.js'
+import {getProfile} from '../runtime/profiles.js'
 import type {RunReport, StageReport} from './report-types.js'
 import {writeReports} from './report.js'
 import {inputArtifactFiles} from './inputs.js'
@@ -47,12 +47,17 @@ export function plainExecutor(write: (line: string) => void): TaskExecutor {
       const started = Date.now()
       let title = t.title
       write(`▶ ${title}`)
-      await t.run(
-        (m) => write(`  ${t.id}: ${m}`),
-        (next) => {
-          title = next
-        },
-      )
+      try {
+        await t.run(
+          (m) => write(`  ${t.id}: ${m}`),
+          (next) => {
+            title = next
+          },
+        )
+      } catch (error) {
+        write(`✖ ${title}: ${redact(errorMessage(error)).split('\n')[0]}`)
+        throw error
+      }
       write(`✔ ${title} (${((Date.now() - started) / 1000).toFixed(1)} s)`)
     }
   }
@@ -142,6 +147,7 @@ export async function runPipeline(pipeline: Pipeline, options: RunOptions): Prom
         pipelineInputSha256: input.sha256,
       })
       report.key = key
+      if (onlyIndex >= 0 && index > onlyIndex) return
       const mustRun = options.force || (fromIndex >= 0 && index >= fromIndex) || onlyIndex === index
       const mayRun = onlyIndex < 0 || onlyIndex === index
       const cached = mustRun || spec.stage.cacheable === false ? undefined : await cache.get(key, memo)
@@ -158,8 +164,6 @@ export async function runPipeline(pipeline: Pipeline, options: RunOptions): Prom
             exitCode: ExitCode.invalid,
             tryMessage: 'Run the whole pipeline once first (or use --from).',
           })
-        } else if (onlyIndex >= 0 && index > onlyIndex) {
-          return
         } else {
           const result = await runOneStage(spec, current, {pipeline, runId, runDir, artifacts, input, signal, log, progress, key, cache})
           current = result.artifact ?? current
@@ -175,7 +179,10 @@ export async function runPipeline(pipeline: Pipeline, options: RunOptions): Prom
           try: isKilnError(error) && error.tryMessage ? redact(error.tryMessage) : undefined,
         }
         if (error instanceof AbortedError || signal.aborted) throw new AbortedError(`cancelled during stage '${spec.id}'`)
-        throw error
+        if (isKilnError(error)) throw error
+        // Whatever a stage throws is that stage's failure (exit 1), not the runner's: keep the stack for --verbose.
+        log.debug((error as Error)?.stack ?? String(error))
+        throw new KilnError(`stage '${spec.id}' failed: ${errorMessage(error)}`, {code: 'E_STAGE', cause: error})
       } finally {
         report.seconds = (performance.now() - t0) / 1000
       }
@@ -227,7 +234,9 @@ export async function runPipeline(pipeline: Pipeline, options: RunOptions): Prom
       stages: lockStages,
     })
   }
-  if (runError && !(runError instanceof AbortedError) && !isKilnError(runError)) throw runError
+  // Bugs propagate with their stack; a usage fault met mid-run (exit 2) keeps its exit code. Other
+  // stage failures are in the report, and the run exits 1.
+  if (runError && !(runError instanceof AbortedError) && (!isKilnError(runError) || runError.exitCode === ExitCode.invalid)) throw runError
   if (runError instanceof AbortedError) throw Object.assign(runError, {report})
   return report
 }
@@ -285,7 +294,7 @@ async function runOneStage(
       }
       return ds
     },
-    profile: (name) => resolveProfile(name ?? env.pipeline.target, env.pipeline.profiles),
+    profile: (name) => getProfile(name ?? env.pipeline.target, env.pipeline.profiles),
     target: env.pipeline.target,
     secret: (ref) => resolveSecretRef(ref, env.pipeline.baseDir),
     inputArtifact: env.input,
