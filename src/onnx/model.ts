@@ -122,11 +122,19 @@ export async function loadExternalData(model: ModelProto, baseDir: string): Prom
       }
       tensor.rawData = buf as Uint8Array<ArrayBuffer>
       tensor.externalData = []
-      tensor.dataLocation = DataLocation.DEFAULT
+      clearDataLocation(tensor)
     }
   } finally {
     await Promise.all([...files.values()].map((f) => f.fh.close()))
   }
+}
+
+/**
+ * onnx.proto is proto2: an assigned field counts as present and is serialized even at its default.
+ * Unsetting it keeps an in-memory model byte-identical to what was read once data is back inline.
+ */
+function clearDataLocation(t: TensorProto): void {
+  delete (t as {dataLocation?: unknown}).dataLocation
 }
 
 export interface WriteModelOptions {
@@ -204,7 +212,7 @@ export async function writeModel(model: ModelProto, file: string, options: Write
     for (const {t, raw} of moved) {
       t.rawData = raw
       t.externalData = []
-      t.dataLocation = DataLocation.DEFAULT
+      clearDataLocation(t)
     }
   }
 }
