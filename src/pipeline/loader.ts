@@ -1,7 +1,7 @@
 import {readFile, stat} from 'node:fs/promises'
 import path from 'node:path'
 import {errorMessage, PipelineFileError, UsageError, type SourceIssue} from '../errors.js'
-import {builtinProfiles} from '../runtime/profiles.js'
+import {builtinProfiles, resolveProfiles} from '../runtime/profiles.js'
 import {builtinKinds, isCustomStageRef, loadStage} from '../stages/registry.js'
 import type {DatasetSpec, HardwareProfile, Stage} from '../stages/types.js'
 import {interpolateEnv, type Env} from './interpolate.js'
@@ -33,7 +33,7 @@ export interface Pipeline {
   model: string
   /** Profile name benchmarks run on (default `cpu-2t`). */
   target: string
-  /** The file's own profiles, completed from `cpu-2t` (built-ins live in src/runtime/profiles.ts). */
+  /** The file's own profiles, completed as `resolveProfiles` does (built-ins live in src/runtime/profiles.ts). */
   profiles: Record<string, HardwareProfile>
   /** Datasets with absolute paths. */
   datasets: Record<string, DatasetSpec>
@@ -279,8 +279,10 @@ function checkReferences(source: SourceFile, value: unknown, at: DocPath, scope:
 
 function buildPipeline(file: PipelineFile, abs: string, baseDir: string, stages: PipelineStageSpec[], source: SourceFile): Pipeline {
   const resolvePath = (p: string): string => (isUri(p) ? p : path.resolve(baseDir, p))
+  // Completed the way the benchmark code completes them, so every consumer sees the same values.
+  const resolved = resolveProfiles(file.profiles)
   const profiles: Record<string, HardwareProfile> = {}
-  for (const [name, spec] of Object.entries(file.profiles)) profiles[name] = {...builtinProfiles()['cpu-2t']!, ...spec, name}
+  for (const name of Object.keys(file.profiles)) profiles[name] = resolved[name]
   const datasets: Record<string, DatasetSpec> = {}
   for (const [name, spec] of Object.entries(file.datasets)) datasets[name] = {...spec, name, path: resolvePath(spec.path)}
   return {
