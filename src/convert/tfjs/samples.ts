@@ -58,9 +58,11 @@ export async function sampleInputs(specs: SampleInputSpec[], count: number, imag
         const stride = raw.length / (h * w)
         for (let p = 0; p < h * w; p++) for (let k = 0; k < c; k++) data[p * c + k] = raw[p * stride + k]! / 255
         sample[spec.name] = {data, shape}
-      } else if (spec.dtype === DataType.INT32 || spec.dtype === DataType.INT64) {
+      } else if (spec.intHigh !== undefined || spec.dtype === DataType.INT32 || spec.dtype === DataType.INT64) {
+        // Index inputs (Embedding) need whole numbers in range, even when declared float32.
         const high = spec.intHigh ?? 10
-        sample[spec.name] = {data: Int32Array.from({length: n}, () => Math.floor(rand() * high)), shape}
+        const ints = Array.from({length: n}, () => Math.floor(rand() * high))
+        sample[spec.name] = {data: spec.dtype === DataType.FLOAT ? Float32Array.from(ints) : Int32Array.from(ints), shape}
       } else {
         sample[spec.name] = {data: Float32Array.from({length: n}, () => rand()), shape}
       }

@@ -119,6 +119,11 @@ type WeightFinder = (scope: string[], layer: string, key: string) => Weight | un
 function runModel(b: GraphBuilder, model: ModelConfig, scope: string[], inputs: Val[], findWeight: WeightFinder, top: boolean, domain?: string): Val[] {
   const values = new Map<string, Val>()
   const key = (layer: string, node: number, tensor: number): string => `${layer}#${node}#${tensor}`
+  // A nested model's node 0 is its own construction, so its calls count from 1 in TF.js-written
+  // topologies; Python Keras writes them from 0. Stored from 1, looked up either way.
+  const nested = new Set(model.layers.filter((l) => NESTED_MODEL_CLASSES.has(l.class_name)).map((l) => l.name!))
+  const lookup = (layer: string, node: number, tensor: number): Val | undefined =>
+    values.get(key(layer, node, tensor)) ?? (nested.has(layer) ? values.get(key(layer, node + 1, tensor)) : undefined)
   model.input_layers.forEach(([n], i) => values.set(key(n, 0, 0), inputs[i]!))
   const pending = model.layers.filter((l) => l.class_name !== 'InputLayer')
   const callCount = new Map<string, number>()
@@ -134,16 +139,16 @@ function runModel(b: GraphBuilder, model: ModelConfig, scope: string[], inputs: 
         continue
       }
       const call = normaliseCall(calls[done])
-      const ins = call.map(([n, node, t]) => values.get(key(n, node, t)))
+      const ins = call.map(([n, node, t]) => lookup(n, node, t))
       if (ins.some((v) => !v)) continue
       const outs = runLayer(b, l, scope, ins as Val[], findWeight, top && model.output_layers.some(([n]) => n === l.name), domain)
-      outs.forEach((v, t) => values.set(key(l.name!, done, t), v))
+      outs.forEach((v, t) => values.set(key(l.name!, nested.has(l.name!) ? done + 1 : done, t), v))
       callCount.set(l.name!, done + 1)
       progress = true
     }
   }
   return model.output_layers.map(([n, node, t]) => {
-    const v = values.get(key(n, node, t))
+    const v = lookup(n, node, t)
     if (!v) throw badTopology(`output '${n}' of model '${model.name}' cannot be reached from its inputs`)
     return v
   })

@@ -63,13 +63,18 @@ function recurrent(ctx: LayerContext, kind: 'LSTM' | 'GRU'): ReturnType<LayerCon
   const act = rnnActivation(ctx, cfg.activation, 'tanh')
   const activations = kind === 'LSTM' ? [f, act, act] : [f, act]
   const [n, t] = [x.shape[0]!, x.shape[1]!]
-  const attrs = {hidden_size: units, layout: 1, activations, linear_before_reset: kind === 'GRU' ? 0 : undefined}
-  const outs = b.opMulti(kind, [x.name, W.name, R.name, B.name], attrs, [
+  // onnxruntime implements only the time-major layout: [T, N, F] in, [T, 1, N, h] out.
+  const attrs = {hidden_size: units, activations, linear_before_reset: kind === 'GRU' ? 0 : undefined}
+  const tm = b.op('Transpose', [x.name], {perm: [1, 0, 2]}, {hint: `${hint}_tnf`, dtype: x.dtype})
+  const outs = b.opMulti(kind, [tm.name, W.name, R.name, B.name], attrs, [
     {hint: `${hint}_Y`, dtype: DataType.FLOAT},
     {hint: `${hint}_Yh`, dtype: DataType.FLOAT},
   ])
-  if (cfg.return_sequences) return [b.op('Squeeze', [outs[0]!.name, b.i64(`${hint}_axes`, [2])], {}, {hint, dtype: DataType.FLOAT, shape: [n, t, units]})]
-  return [b.op('Squeeze', [outs[1]!.name, b.i64(`${hint}_axes`, [1])], {}, {hint, dtype: DataType.FLOAT, shape: [n, units]})]
+  if (cfg.return_sequences) {
+    const y = b.op('Squeeze', [outs[0]!.name, b.i64(`${hint}_axes`, [1])], {}, {hint: `${hint}_tnh`, dtype: DataType.FLOAT})
+    return [b.op('Transpose', [y.name], {perm: [1, 0, 2]}, {hint, dtype: DataType.FLOAT, shape: [n, t, units]})]
+  }
+  return [b.op('Squeeze', [outs[1]!.name, b.i64(`${hint}_axes`, [0])], {}, {hint, dtype: DataType.FLOAT, shape: [n, units]})]
 }
 
 export const lstm: LayerConverter = (ctx) => recurrent(ctx, 'LSTM')
