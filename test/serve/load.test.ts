@@ -1,0 +1,100 @@
+import * as fsp from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import autocannon from 'autocannon'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {MODELS} from '../helpers/fixtures.js'
+import {binaryBody, logLines, startServe} from './helpers.js'
+import {blazefaceInput} from './inputs.js'
+
+let repo: string
+
+/** A PP-OCR detection request big enough to keep a single worker busy for a while (binary extension). */
+function detectionRequest(side: number): {body: Buffer; headers: Record<string, string>} {
+  const x = new Float32Array(3 * side * side).map((_, i) => ((i * 7919) % 255) / 255)
+  const {body, headerLength} = binaryBody({inputs: [{name: 'x', datatype: 'FP32', shape: [1, 3, side, side], parameters: {binary_data_size: x.byteLength}}], parameters: {binary_data_output: true}}, [x])
+  return {body, headers: {'inference-header-content-length': String(headerLength), 'content-type': 'application/octet-stream'}}
+}
+
+async function metric(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text()
+  const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(text)
+  return m ? Number(m[1]) : Number.NaN
+}
+
+beforeAll(async () => {
+  repo = await fsp.mkdtemp(path.join(os.tmpdir(), 'kiln-serve-load-'))
+  await fsp.copyFile(MODELS.ocrDet, path.join(repo, 'det.onnx'))
+  await fsp.copyFile(MODELS.blazeface, path.join(repo, 'face.onnx'))
+})
+
+afterAll(async () => {
+  if (repo) await fsp.rm(repo, {recursive: true, force: true})
+})
+
+describe('kiln serve under load', () => {
+  it('answers 429 with Retry-After once the queue is full, and serves the rest', async () => {
+    const server = await startServe([repo, '--pool', '1', '--threads', '1', '--max-queue', '1'])
+    try {
+      const req = detectionRequest(480)
+      const responses = await Promise.all(Array.from({length: 8}, () => fetch(`${server.url}/v2/models/det/infer`, {method: 'POST', ...req})))
+      const statuses = responses.map((r) => r.status)
+      expect(statuses.every((s) => s === 200 || s === 429), statuses.join(',')).toBe(true)
+      const refused = responses.filter((r) => r.status === 429)
+      expect(refused.length).toBeGreaterThanOrEqual(1)
+      expect(statuses.filter((s) => s === 200).length).toBeGreaterThanOrEqual(2)
+      for (const r of refused) {
+        expect(Number(r.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+        expect((await r.json()).error).toMatch(/^too many requests: 1 running and 1 queued$/)
+      }
+      const text = await (await fetch(`${server.url}/metrics`)).text()
+      expect(text).toContain(`kiln_serve_infer_requests_total{model="det",version="",status="429"} ${refused.length}`)
+    } finally {
+      await server.stop()
+    }
+  })
+
+  it('finishes in-flight requests on SIGTERM, then exits 0', async () => {
+    const server = await startServe([repo, '--pool', '1', '--threads', '1', '--max-queue', '8'])
+    const req = detectionRequest(480)
+    const inflight = Array.from({length: 3}, () => fetch(`${server.url}/v2/models/det/infer`, {method: 'POST', ...req}))
+    for (let i = 0; i < 200 && (await metric(server.url, 'kiln_serve_running')) < 1; i++) await new Promise((r) => setTimeout(r, 25))
+    expect(await metric(server.url, 'kiln_serve_running')).toBe(1)
+    const stopped = server.stop('SIGTERM')
+    const results = await Promise.all(inflight)
+    expect(results.map((r) => r.status)).toEqual([200, 200, 200])
+    const {header} = await (async () => {
+      const buf = Buffer.from(await results[2]!.arrayBuffer())
+      return {header: JSON.parse(buf.subarray(0, Number(results[2]!.headers.get('inference-header-content-length'))).toString())}
+    })()
+    expect(header.outputs[0]).toMatchObject({name: 'sigmoid_0.tmp_0', shape: [1, 1, 480, 480]})
+    const {code, stderr} = await stopped
+    expect(code).toBe(0)
+    expect(logLines(stderr).some((l) => l.msg === 'shutting down' && l.signal === 'SIGTERM')).toBe(true)
+    await expect(fetch(`${server.url}/v2/health/live`)).rejects.toThrow()
+  })
+
+  it('sustains a short autocannon load with no errors', async () => {
+    const server = await startServe([repo, '--pool', '1', '--threads', '1', '--max-queue', '64'])
+    try {
+      const input = await blazefaceInput(0)
+      const {body, headerLength} = binaryBody({inputs: [{name: 'input:0', datatype: 'FP32', shape: [1, 128, 128, 3], parameters: {binary_data_size: input.byteLength}}], parameters: {binary_data_output: true}}, [input])
+      const result = await autocannon({
+        url: `${server.url}/v2/models/face/infer`,
+        method: 'POST',
+        body,
+        headers: {'inference-header-content-length': String(headerLength), 'content-type': 'application/octet-stream'},
+        connections: 4,
+        duration: 3,
+      })
+      expect(result.errors).toBe(0)
+      expect(result.timeouts).toBe(0)
+      expect(result.non2xx).toBe(0)
+      expect(result.requests.total).toBeGreaterThan(20)
+      expect(result.latency.p99).toBeGreaterThan(0)
+      expect((await fetch(`${server.url}/v2/health/ready`)).status).toBe(200)
+    } finally {
+      await server.stop()
+    }
+  })
+})
