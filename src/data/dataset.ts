@@ -129,6 +129,8 @@ interface Plan {
   shape: number[]
   dims: number[]
   type: string
+  /** The values pass unchanged (same element type, no transform): batches are copied whole. */
+  identity: boolean
   convert(src: TypedArray, out: TypedArray, offset: number): void
 }
 
@@ -207,6 +209,7 @@ function makePlan(spec: DatasetSpec, input: string, field: Field, pre: Preproces
     shape,
     dims,
     type,
+    identity: steps.length === 0 && !numeric && type === rawType && type !== 'float16',
     convert(src, out, offset) {
       let x: ArrayLike<number | bigint> = src
       for (const step of steps) x = step(x)
@@ -267,8 +270,12 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
         const src = rows.values[plan.field.name]!
         const n = plan.field.shape.reduce((a, b) => a * b, 1)
         const m = plan.dims.reduce((a, b) => a * b, 1)
-        const out = new ARRAY_OF[plan.type]!(rows.rows * m)
-        for (let r = 0; r < rows.rows; r++) plan.convert(src.subarray(r * n, (r + 1) * n) as TypedArray, out, r * m)
+        let out: TypedArray
+        if (plan.identity) out = src
+        else {
+          out = new ARRAY_OF[plan.type]!(rows.rows * m)
+          for (let r = 0; r < rows.rows; r++) plan.convert(src.subarray(r * n, (r + 1) * n) as TypedArray, out, r * m)
+        }
         inputs[plan.input] = {type: plan.type, data: (plan.type === 'float16' ? toFloat16Array(out as Float32Array) : out) as BatchTensor['data'], dims: [rows.rows, ...plan.dims]}
       }
       const batch: Batch = {inputs, size: rows.rows}

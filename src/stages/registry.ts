@@ -13,6 +13,7 @@ const BUILTIN: Record<string, () => Promise<{default: Stage<any>}>> = {
   lowrank: () => import('./lowrank.js'),
   prune: () => import('./prune.js'),
   encrypt: () => import('./encrypt.js'),
+  evaluate: () => import('./evaluate.js'),
   publish: () => import('./publish.js'),
   sign: () => import('./sign.js'),
 }
