@@ -20,6 +20,7 @@ const WEIGHT_INPUTS: Record<string, number[]> = {
   RNN: [1, 2],
 }
 
+const RECURRENT = new Set(['LSTM', 'GRU', 'RNN'])
 const FLOAT_TYPES = new Set<number>([DataType.FLOAT, DataType.FLOAT16, DataType.DOUBLE])
 
 /** One prunable weight tensor and the layer that uses it. */
@@ -49,30 +50,46 @@ interface Scope {
   graph: GraphProto
   parent?: Scope
   weights: Map<string, WeightRef>
-  identities: Map<string, string>
+  producers: Map<string, NodeProto>
 }
 
 function makeScope(graph: GraphProto, byGraph: Map<GraphProto, WeightRef[]>, parent?: Scope): Scope {
   const w = new Map<string, WeightRef>()
   for (const ref of byGraph.get(graph) ?? []) w.set(ref.name, ref)
-  const identities = new Map<string, string>()
-  for (const n of graph.node) if (n.opType === 'Identity' && n.input[0] && n.output[0]) identities.set(n.output[0], n.input[0])
-  return {graph, parent, weights: w, identities}
+  const producers = new Map<string, NodeProto>()
+  for (const n of graph.node) for (const o of n.output) if (o) producers.set(o, n)
+  return {graph, parent, weights: w, producers}
 }
 
-/** Resolve a tensor name to a weight, following Identity nodes (Silero routes weights through them) and outer scopes. */
-function resolveWeight(scope: Scope, name: string): WeightRef | undefined {
-  for (let s: Scope | undefined = scope, n = name, hops = 0; s && hops < 64; hops++) {
-    const w = s.weights.get(n)
-    if (w) return w
-    const next = s.identities.get(n)
-    if (next) {
-      n = next
-      continue
-    }
-    s = s.parent
+/**
+ * Ops that only move constant data. Exporters rebuild recurrent weights with them (Silero slices
+ * `weight_ih` into gates and concatenates them back in ONNX order), so the real tensor sits behind.
+ */
+const MOVES: Record<string, (n: NodeProto) => string[]> = {
+  Identity: (n) => [n.input[0]!],
+  Slice: (n) => [n.input[0]!],
+  Unsqueeze: (n) => [n.input[0]!],
+  Squeeze: (n) => [n.input[0]!],
+  Concat: (n) => n.input.filter(Boolean),
+}
+
+/**
+ * The constant tensors a node input is made of: the weight itself, or (`followMoves`) the sources
+ * behind Slice/Concat/Unsqueeze/Squeeze. Identity is always followed. Empty when any part is computed.
+ */
+function resolveWeights(scope: Scope, name: string, followMoves: boolean, depth = 0): WeightRef[] {
+  if (depth > 32) return []
+  for (let s: Scope | undefined = scope; s; s = s.parent) {
+    const w = s.weights.get(name)
+    if (w) return [w]
+    const node = s.producers.get(name)
+    if (!node) continue
+    const move = MOVES[node.opType]
+    if (!move || (!followMoves && node.opType !== 'Identity')) return []
+    const parts = move(node).map((i) => resolveWeights(s, i, followMoves, depth + 1))
+    return parts.some((p) => p.length === 0) ? [] : parts.flat()
   }
-  return undefined
+  return []
 }
 
 function reductionAxisOf(node: NodeProto, inputIndex: number, rank: number): number {
@@ -96,7 +113,8 @@ function reductionAxisOf(node: NodeProto, inputIndex: number, rank: number): num
 /**
  * Every prunable weight in the model, in execution order: float tensors that feed the weight input
  * of MatMul, Gemm, Conv, ConvTranspose, LSTM, GRU or RNN, wherever they live (initializers, Constant
- * nodes, If/Loop bodies, reached directly or through Identity). A tensor shared by several layers is
+ * nodes, If/Loop bodies, reached directly or through Identity; recurrent weights also through the
+ * Slice/Concat/Unsqueeze that re-order gates). A tensor shared by several layers is
  * listed once, under its first user.
  */
 export function prunableWeights(model: ModelProto): LayerWeight[] {
@@ -121,25 +139,28 @@ export function prunableWeights(model: ModelProto): LayerWeight[] {
         for (const i of inputs) {
           const name = node.input[i]
           if (!name) continue
-          const ref = resolveWeight(scope, name)
-          if (!ref || seen.has(ref.tensor) || !FLOAT_TYPES.has(ref.tensor.dataType)) continue
-          const dims = tensorDims(ref.tensor)
-          if (dims.length < 2) continue
-          seen.add(ref.tensor)
-          out.push({
-            layer: node.name || `${node.opType}_${idx}`,
-            name: ref.name,
-            opType: node.opType,
-            node,
-            inputIndex: i,
-            tensor: ref.tensor,
-            ref,
-            dims,
-            reductionAxis: reductionAxisOf(node, i, dims.length),
-            order: order++,
-            path,
-            graph,
-          })
+          const recurrent = RECURRENT.has(node.opType)
+          for (const ref of resolveWeights(scope, name, recurrent)) {
+            if (seen.has(ref.tensor) || !FLOAT_TYPES.has(ref.tensor.dataType)) continue
+            const dims = tensorDims(ref.tensor)
+            if (dims.length < 2) continue
+            seen.add(ref.tensor)
+            out.push({
+              layer: node.name || `${node.opType}_${idx}`,
+              name: ref.name,
+              opType: node.opType,
+              node,
+              inputIndex: i,
+              tensor: ref.tensor,
+              ref,
+              dims,
+              // A recurrent weight reached through gate slicing still reduces over its last axis.
+              reductionAxis: recurrent ? dims.length - 1 : reductionAxisOf(node, i, dims.length),
+              order: order++,
+              path,
+              graph,
+            })
+          }
         }
       }
       for (const attr of node.attribute) {

@@ -1,3 +1,7 @@
+import * as fs from 'node:fs'
+import sharp from 'sharp'
+import {parseNpy} from '../../src/data/npy.js'
+import {fixture} from '../helpers/fixtures.js'
 import {readModel} from '../../src/onnx/model.js'
 import {valueInfoShape} from '../../src/onnx/build.js'
 import {DataType} from '../../src/onnx/proto.js'
@@ -65,4 +69,60 @@ export function cosine(a: Float32Array, b: Float32Array): number {
     bb += b[i]! * b[i]!
   }
   return aa === 0 && bb === 0 ? 1 : ab / Math.sqrt(aa * bb || 1)
+}
+
+/**
+ * Real inputs for each real model (a few samples): LFW faces for BlazeFace, a speech recording for
+ * Silero, a scanned page for the PaddleOCR models. Random noise says little about a detector.
+ */
+export async function realFeeds(key: string, file: string): Promise<Record<string, unknown>[]> {
+  const ort = await loadOrt()
+  const feeds = await sampleFeeds(file, 1)
+  if (key === 'blazeface') {
+    const lfw = parseNpy(fs.readFileSync(fixture('data/lfw_subset.npy')))
+    return [0, 1].map((s) => {
+      const img = new Float32Array(128 * 128 * 3)
+      for (let y = 0; y < 128; y++) {
+        for (let x = 0; x < 128; x++) {
+          const v = Number(lfw.data[s * 625 + Math.floor((y * 25) / 128) * 25 + Math.floor((x * 25) / 128)])
+          for (let c = 0; c < 3; c++) img[(y * 128 + x) * 3 + c] = v * 2 - 1
+        }
+      }
+      return {...feeds, [Object.keys(feeds)[0]!]: new ort.Tensor('float32', img, [1, 128, 128, 3])}
+    })
+  }
+  if (key.startsWith('silero')) {
+    const wav = fs.readFileSync(fixture('data/speech/cards-001.wav'))
+    const pcm = new Int16Array(wav.buffer.slice(wav.byteOffset + 44, wav.byteOffset + wav.length - (wav.length % 2)))
+    return [8000, 16000].map((at) => ({...feeds, input: new ort.Tensor('float32', Float32Array.from(pcm.subarray(at, at + 512), (v) => v / 32768), [1, 512])}))
+  }
+  const [h, w] = key === 'ocrDet' ? [320, 320] : key === 'ocrRec' ? [48, 320] : [48, 192]
+  const out: Record<string, unknown>[] = []
+  for (const name of ['page.png', 'text.png']) {
+    const {data} = await sharp(fixture(`data/images/${name}`)).removeAlpha().resize(w, h, {fit: 'fill'}).raw().toBuffer({resolveWithObject: true})
+    const x = new Float32Array(3 * h * w)
+    for (let i = 0; i < h * w; i++) for (let c = 0; c < 3; c++) x[c * h * w + i] = (data[i * 3 + c]! / 255 - 0.5) / 0.5
+    out.push({x: new ort.Tensor('float32', x, [1, 3, h, w])})
+  }
+  return out
+}
+
+/**
+ * How closely `b` follows `a`: top-1 agreement over rows of the last axis for class scores
+ * (probabilities summing to one), cosine similarity otherwise.
+ */
+export function agreement(a: Float32Array, b: Float32Array, classes: number): number {
+  if (classes <= 1) return cosine(a, b)
+  const rows = a.length / classes
+  let same = 0
+  for (let r = 0; r < rows; r++) {
+    let ia = 0
+    let ib = 0
+    for (let c = 1; c < classes; c++) {
+      if (a[r * classes + c]! > a[r * classes + ia]!) ia = c
+      if (b[r * classes + c]! > b[r * classes + ib]!) ib = c
+    }
+    if (ia === ib) same++
+  }
+  return same / rows
 }
