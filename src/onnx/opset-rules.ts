@@ -181,6 +181,13 @@ const slice10: Adapter = (node, ctx) => {
 /** Split-18 needs num_outputs when no split sizes are given. */
 const split18: Adapter = (node) => (node.input[1] ? [node] : [rebuild(node, {set: {num_outputs: node.output.length}})])
 
+/** TopK-1 → 10: the scalar `k` attribute becomes a 1-element int64 input. */
+const topk10: Adapter = (node, ctx) => {
+  if (!getAttribute(node, 'k')) throw new Refusal("has no 'k' attribute")
+  const k = int64s(ctx, node, 'k', [attrInt(node, 'k', 0)])
+  return [k.node, rebuild(node, {input: [node.input[0]!, k.name], drop: ['k']})]
+}
+
 const dropout10: Adapter = (node) => {
   if (node.output[1]) throw new Refusal('its mask output changes type from the data type to bool')
   return [node]
@@ -223,7 +230,7 @@ export const BREAKING: Record<string, Record<number, Adapter>> = {
   Clip: {11: clip11},
   Pad: {11: pad11},
   Slice: {10: slice10},
-  TopK: {10: intsToInput('k', 1, true)},
+  TopK: {10: topk10},
   Softmax: {13: softmax13},
   LogSoftmax: {13: softmax13},
   Hardmax: {13: softmax13},

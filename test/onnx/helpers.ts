@@ -64,15 +64,17 @@ export async function realFeeds(key: ModelKey): Promise<Feeds[]> {
 }
 
 /** Run a model file once per feed set in one single-threaded session (deterministic kernels). */
-export async function runModel(file: string, feedSets: Feeds[]): Promise<Record<string, {dims: readonly number[]; data: Float32Array}>[]> {
+export async function runModel(file: string | Uint8Array, feedSets: Feeds[]): Promise<Record<string, {dims: readonly number[]; data: Float32Array}>[]> {
   const ort = await loadOrt()
-  const session = await ort.InferenceSession.create(file, {logSeverityLevel: 3, intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all'})
+  const options = {logSeverityLevel: 3, intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all'} as const
+  const session = typeof file === 'string' ? await ort.InferenceSession.create(file, options) : await ort.InferenceSession.create(file, options)
   try {
     const results = []
     for (const feeds of feedSets) {
       const input = Object.fromEntries(Object.entries(feeds).map(([k, f]) => [k, new ort.Tensor(f.type, f.data, f.dims)]))
       const out = await session.run(input)
-      results.push(Object.fromEntries(Object.entries(out).map(([k, t]) => [k, {dims: t.dims, data: Float32Array.from(t.data as Float32Array)}])))
+      // Integer outputs (TopK indices...) are compared as float32: exact for the small values here.
+      results.push(Object.fromEntries(Object.entries(out).map(([k, t]) => [k, {dims: t.dims, data: Float32Array.from(t.data as ArrayLike<number>, Number)}])))
     }
     return results
   } finally {
