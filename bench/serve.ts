@@ -1,0 +1,151 @@
+/**
+ * `kiln serve` under load, against a bare in-process onnxruntime loop measured in the same run.
+ *
+ *   npx tsc -p tsconfig.build.json && npx tsx bench/serve.ts [--seconds 10] [--connections 16]
+ *
+ * 1. Throughput: autocannon (16 connections × 10 s, binary tensor extension) against the server
+ *    process, vs a bare `session.run` loop on the same model with the same inference thread count.
+ *    Errors, non-2xx answers and latency percentiles are reported.
+ * 2. Binary vs JSON for a large input (PP-OCR detection, 1×3×640×640).
+ * 3. Fuzz: malformed requests of many kinds; every answer must be 4xx and the server must stay up.
+ * Loopback only; every loop is bounded.
+ */
+import * as fsp from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import autocannon from 'autocannon'
+import ort from 'onnxruntime-node'
+import {ensureTrainedModels, MODELS} from '../test/helpers/fixtures.js'
+import {binaryBody, startServe, type ServeProcess} from '../test/serve/helpers.js'
+import {blazefaceInput} from '../test/serve/inputs.js'
+import {fuzzCases} from '../test/serve/fuzz.js'
+
+const arg = (name: string, fallback: number): number => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i > 0 ? Number(process.argv[i + 1]) : fallback
+}
+const SECONDS = arg('seconds', 10)
+const CONNECTIONS = arg('connections', 16)
+
+interface Workload {
+  label: string
+  model: string
+  served: string
+  input: string
+  dims: number[]
+  data: Float32Array
+}
+
+async function bareLoop(w: Workload, threads: number, seconds: number): Promise<number> {
+  const session = await ort.InferenceSession.create(w.model, {logSeverityLevel: 3, intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential'})
+  const feeds = {[w.input]: new ort.Tensor('float32', w.data, w.dims)}
+  for (let i = 0; i < 20; i++) await session.run(feeds)
+  let n = 0
+  const t0 = performance.now()
+  while (performance.now() - t0 < seconds * 1000) {
+    await session.run(feeds)
+    n++
+  }
+  const rate = n / ((performance.now() - t0) / 1000)
+  await session.release()
+  return rate
+}
+
+function binaryRequest(w: Workload): {body: Buffer; headers: Record<string, string>} {
+  const {body, headerLength} = binaryBody({inputs: [{name: w.input, datatype: 'FP32', shape: w.dims, parameters: {binary_data_size: w.data.byteLength}}], parameters: {binary_data_output: true}}, [w.data])
+  return {body, headers: {'inference-header-content-length': String(headerLength), 'content-type': 'application/octet-stream'}}
+}
+
+async function load(server: ServeProcess, w: Workload, seconds: number): Promise<autocannon.Result> {
+  const {body, headers} = binaryRequest(w)
+  return autocannon({url: `${server.url}/v2/models/${w.served}/infer`, method: 'POST', body, headers, connections: CONNECTIONS, duration: seconds})
+}
+
+const fmt = (x: number, d = 1): string => x.toFixed(d)
+
+async function main(): Promise<void> {
+  const trained = ensureTrainedModels()
+  const repo = await fsp.mkdtemp(path.join(os.tmpdir(), 'kiln-bench-serve-'))
+  await fsp.copyFile(trained.cnn, path.join(repo, 'fashion_cnn.onnx'))
+  await fsp.copyFile(MODELS.blazeface, path.join(repo, 'blazeface.onnx'))
+  await fsp.copyFile(MODELS.ocrDet, path.join(repo, 'det.onnx'))
+  const images = new Float32Array(32 * 784).map((_, i) => ((i * 2654435761) % 1000) / 1000)
+  const workloads: Workload[] = [
+    {label: 'fashion_cnn batch 1', model: trained.cnn, served: 'fashion_cnn', input: 'input', dims: [1, 1, 28, 28], data: images.slice(0, 784)},
+    {label: 'fashion_cnn batch 32', model: trained.cnn, served: 'fashion_cnn', input: 'input', dims: [32, 1, 28, 28], data: images},
+    {label: 'blazeface 128×128', model: MODELS.blazeface, served: 'blazeface', input: 'input:0', dims: [1, 128, 128, 3], data: await blazefaceInput(0)},
+  ]
+  const cores = os.availableParallelism()
+  console.log(`kiln serve benchmark: ${cores} cores, ${CONNECTIONS} connections × ${SECONDS} s per run, binary tensor extension\n`)
+
+  // Same inference thread count on both sides: one worker × T threads vs one session × T threads.
+  for (const threads of [1, cores]) {
+    const server = await startServe([repo, '--pool', '1', '--threads', String(threads), '--max-queue', '256'])
+    try {
+      console.log(`threads ${threads} (server: 1 worker × ${threads} intra-op threads)`)
+      console.log('  workload               bare inf/s   served req/s  ratio   p50 ms  p99 ms  errors  non2xx')
+      for (const w of workloads) {
+        const bare = await bareLoop(w, threads, Math.min(SECONDS, 5))
+        const r = await load(server, w, SECONDS)
+        const served = r.requests.average
+        const ok = r.errors === 0 && r.non2xx === 0 && r.timeouts === 0
+        console.log(
+          `  ${w.label.padEnd(22)} ${fmt(bare).padStart(10)}   ${fmt(served).padStart(12)}  ${fmt((100 * served) / bare, 0).padStart(4)}%  ${fmt(r.latency.p50).padStart(6)}  ${fmt(r.latency.p99).padStart(6)}  ${String(r.errors).padStart(6)}  ${String(r.non2xx).padStart(6)}${ok ? '' : '  <-- FAILED'}`,
+        )
+      }
+    } finally {
+      await server.stop()
+    }
+  }
+
+  // Binary vs JSON on a large input, plus the fuzz, on one server.
+  const server = await startServe([repo, '--pool', '1', '--max-body', String(256 * 1024 * 1024), '--max-queue', '256'])
+  try {
+    const side = 640
+    const x = new Float32Array(3 * side * side).map((_, i) => ((i * 7919) % 255) / 255)
+    const det: Workload = {label: 'det', model: MODELS.ocrDet, served: 'det', input: 'x', dims: [1, 3, side, side], data: x}
+    const bin = binaryRequest(det)
+    const json = Buffer.from(JSON.stringify({inputs: [{name: 'x', datatype: 'FP32', shape: det.dims, data: Array.from(x)}]}))
+    const timeIt = async (body: Buffer, headers: Record<string, string>): Promise<number[]> => {
+      const ms: number[] = []
+      for (let i = 0; i < 6; i++) {
+        const t0 = performance.now()
+        const res = await fetch(`${server.url}/v2/models/det/infer`, {method: 'POST', body, headers})
+        await res.arrayBuffer()
+        if (res.status !== 200) throw new Error(`det infer answered ${res.status}`)
+        ms.push(performance.now() - t0)
+      }
+      return ms.slice(1).sort((a, b) => a - b)
+    }
+    const binMs = await timeIt(bin.body, bin.headers)
+    const jsonMs = await timeIt(json, {'content-type': 'application/json'})
+    const med = (a: number[]): number => a[Math.floor(a.length / 2)]!
+    console.log(`\nlarge input (PP-OCR det 1×3×${side}×${side}, output 1×1×${side}×${side}), median of 5 sequential requests:`)
+    console.log(`  binary: request ${(bin.body.length / 2 ** 20).toFixed(1)} MiB, ${fmt(med(binMs))} ms`)
+    console.log(`  JSON:   request ${(json.length / 2 ** 20).toFixed(1)} MiB, ${fmt(med(jsonMs))} ms  (binary is ${fmt(med(jsonMs) / med(binMs), 2)}× faster)`)
+
+    const cases = fuzzCases(server.url, 20261128)
+    const counts = new Map<string, {n: number; bad: number}>()
+    for (const c of cases) {
+      const status = await c.send()
+      const e = counts.get(c.kind) ?? {n: 0, bad: 0}
+      e.n++
+      if (status < 400 || status >= 500) {
+        e.bad++
+        console.log(`  fuzz ${c.kind}: answered ${status}: ${c.describe}`)
+      }
+      counts.set(c.kind, e)
+    }
+    const live = (await fetch(`${server.url}/v2/health/live`)).status
+    const still = await fetch(`${server.url}/v2/models/fashion_cnn/infer`, {method: 'POST', ...binaryRequest(workloads[0]!)})
+    const total = [...counts.values()].reduce((n, e) => n + e.n, 0)
+    const bad = [...counts.values()].reduce((n, e) => n + e.bad, 0)
+    console.log(`\nfuzz: ${total} malformed requests, ${total - bad} answered 4xx, ${bad} otherwise; afterwards live=${live}, valid infer=${still.status}, process ${server.proc.exitCode === null ? 'running' : 'exited'}`)
+    for (const [kind, e] of counts) console.log(`  ${kind.padEnd(28)} ${String(e.n).padStart(4)}${e.bad ? `  (${e.bad} not 4xx)` : ''}`)
+  } finally {
+    await server.stop()
+    await fsp.rm(repo, {recursive: true, force: true})
+  }
+}
+
+await main()
