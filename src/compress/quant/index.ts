@@ -1,0 +1,343 @@
+/**
+ * `quantizeModel`: the one library entry behind the `quantize` stage and `kiln quantize`. It
+ * pre-processes, quantizes in the chosen mode, then decides with measurements: accuracy against
+ * fp32 on an evaluation set (falling back the most sensitive nodes), and A/B latency against the
+ * input on the target profile (trying op mixes; keeping the input when nothing is faster).
+ */
+import * as fsp from 'node:fs/promises'
+import {KilnError} from '../../errors.js'
+import type {Batch, InputMeta} from '../../data/dataset.js'
+import {readBatches} from '../../data/dataset.js'
+import {valueInfoShape} from '../../onnx/build.js'
+import {allNodes, allTensors} from '../../onnx/graph.js'
+import {modelToBytes, opsetVersion, readModel, writeModel} from '../../onnx/model.js'
+import {ModelProtoSchema, clone} from '../../onnx/proto.js'
+import type {ModelProto, NodeProto} from '../../onnx/proto.js'
+import {dtypeName} from '../../onnx/tensor.js'
+import type {DatasetSpec, HardwareProfile} from '../../stages/types.js'
+import {atomicWriteFile} from '../../util/fs.js'
+import {preprocessModel} from '../preprocess.js'
+import type {PreprocessReport} from '../preprocess.js'
+import {calibrate} from './calibrate.js'
+import type {CalibrationMethod} from './calibrate.js'
+import {buildCandidate, candidateMixes} from './candidates.js'
+import type {BuildConfig, Built, ModeContext} from './candidates.js'
+import {inferMainGraphTypes, sessionFor} from './graph-util.js'
+import type {ABResult} from './measure.js'
+import {agreement, evaluate, syntheticInputs, tensorSqnr, timeAB} from './measure.js'
+import {checkOpset, upgradeOpset} from './opset.js'
+import {planStatic} from './static.js'
+import type {FloatNode} from './static.js'
+import {detectCpu} from './cpu.js'
+import {makeExcluder} from './exclude.js'
+
+export type QuantizeMode = 'dynamic' | 'static' | 'fp16' | 'int4'
+
+export interface QuantizeOptions {
+  /** Input ONNX model path. */
+  input: string
+  /** Output ONNX model path (written atomically). */
+  output: string
+  mode: QuantizeMode
+  /** Calibration dataset (static mode). */
+  calibration?: DatasetSpec
+  /** Calibration method (static): `minmax`, `percentile` or `entropy` (KL). Default `minmax`. */
+  method?: CalibrationMethod
+  /** Percentile of |x| kept by the `percentile` method. Default 99.999. */
+  percentile?: number
+  /** Samples per calibration/evaluation batch when the model's batch dimension is free. Default 16. */
+  batchSize?: number
+  /** Per-channel weights (static, dynamic). Default true. */
+  perChannel?: boolean
+  /** Activation type (static). Default from the CPU: uint8 (U8S8). */
+  activations?: 'uint8' | 'int8'
+  /** Symmetric activations (static) or symmetric weights (int4). Default false (static), true (int4). */
+  symmetric?: boolean
+  /** int4 block size along K: 32, 64 or 128. Default 32. */
+  blockSize?: number
+  /** int4 algorithm: `rtn` (round to nearest) or `hqq` (half-quadratic, data-free). Default `rtn`. */
+  algorithm?: 'rtn' | 'hqq'
+  /** MatMulNBits accuracy_level (int4). Default 4 (int8 compute on CPU). */
+  accuracyLevel?: number
+  /** Keep these nodes in float: node name, op type, `op:Type`, glob or /regex/. */
+  exclude?: string[]
+  /** Fold BatchNormalization and drop Identity/Dropout first. Default true. */
+  preprocess?: boolean
+  /** Evaluation dataset for the accuracy check (and accuracy-aware fallback). */
+  eval?: DatasetSpec
+  /** Largest accepted accuracy drop (fraction, e.g. 0.005); with `eval`, the most sensitive tensors/nodes fall back to float until it holds. */
+  maxAccuracyDrop?: number
+  /** Hardware profile to measure latency on. */
+  profile: HardwareProfile
+  /** Never ship a model slower than the input (static, dynamic, int4). Default true. */
+  neverSlower?: boolean
+  /** fp16: keep float32 model inputs/outputs. Default true. */
+  keepIOTypes?: boolean
+  /** fp16: op types kept in float32 (replaces the default list). */
+  blockList?: string[]
+  signal?: AbortSignal
+  log?: (message: string) => void
+  progress?: (message: string) => void
+}
+
+export interface CandidateReport {
+  name: string
+  quantizedNodes: Record<string, number>
+  latency?: ABResult[]
+  accuracy?: number
+  agreement?: number
+  accepted: boolean
+  reason: string
+}
+
+export interface QuantizeReport {
+  mode: QuantizeMode
+  decision: 'quantized' | 'kept-input'
+  message: string
+  inputBytes: number
+  outputBytes: number
+  sizeRatio: number
+  opset: {from: number; to: number}
+  preprocess?: PreprocessReport
+  quantizedNodes: Record<string, number>
+  leftFloat: FloatNode[]
+  settings: Record<string, unknown>
+  calibration?: {dataset: string; samples: number; batches: number; method: CalibrationMethod; percentile?: number; seconds: number}
+  candidates: CandidateReport[]
+  chosen?: string
+  accuracy?: {samples: number; fp32?: number; quantized?: number; drop?: number; agreement: number; maxDrop?: number}
+  sensitivity?: {node: string; opType: string; sqnrDb: number}[]
+  fallback: string[]
+  seconds: number
+}
+
+function modelInputs(model: ModelProto): InputMeta[] {
+  const inits = new Set(model.graph!.initializer.map((t) => t.name))
+  return model.graph!.input.filter((i) => !inits.has(i.name)).map((i) => {
+    const s = valueInfoShape(i)
+    return {name: i.name, type: dtypeName(s?.elemType ?? 1), dims: s?.shape ?? []}
+  })
+}
+
+/** Copy tensors still viewing the input file's buffer so the buffer can be freed. */
+function detachTensors(model: ModelProto): void {
+  for (const {tensor} of allTensors(model)) {
+    const raw = tensor.rawData
+    if (raw.length > 0 && raw.buffer.byteLength > raw.length * 2) tensor.rawData = new Uint8Array(raw)
+  }
+}
+
+export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeReport> {
+  const started = performance.now()
+  const log = opts.log ?? (() => {})
+  const progress = opts.progress ?? (() => {})
+  const inputBytes = (await fsp.stat(opts.input).catch(() => ({size: 0}))).size
+  const work = await readModel(opts.input)
+  const from = checkOpset(work)
+  const inputs = modelInputs(work)
+  const fixedBatch = inputs.map((i) => i.dims[0]).find((d): d is number => typeof d === 'number' && d > 0)
+  const batchSize = fixedBatch ?? opts.batchSize ?? 16
+  const cpu = detectCpu()
+  const activations = opts.activations ?? 'uint8'
+  const settings: Record<string, unknown> = {mode: opts.mode, profile: opts.profile.name, cpu: cpu.summary}
+  const report: QuantizeReport = {
+    mode: opts.mode, decision: 'quantized', message: '', inputBytes, outputBytes: 0, sizeRatio: 1, opset: {from, to: from},
+    quantizedNodes: {}, leftFloat: [], settings, candidates: [], fallback: [], seconds: 0,
+  }
+  if (opts.preprocess !== false && opts.mode !== 'int4') report.preprocess = preprocessModel(work)
+  if (opts.mode === 'static' || opts.mode === 'dynamic') upgradeOpset(work, 13)
+  report.opset.to = opsetVersion(work) ?? from
+
+  const reduceRange = !cpu.vnni && cpu.x86
+  const ctx: ModeContext = {
+    mode: opts.mode, exclude: opts.exclude ?? [], perChannel: opts.perChannel ?? true, activations, symmetric: opts.symmetric,
+    reduceRange, blockSize: opts.blockSize ?? 32, algorithm: opts.algorithm ?? 'rtn', accuracyLevel: opts.accuracyLevel ?? 4,
+    keepIOTypes: opts.keepIOTypes ?? true, blockList: opts.blockList,
+  }
+  Object.assign(settings, {perChannel: ctx.perChannel, reduceRange})
+  if (opts.mode === 'static') Object.assign(settings, {activations, symmetricActivations: !!opts.symmetric, method: opts.method ?? 'minmax'})
+  if (opts.mode === 'int4') Object.assign(settings, {blockSize: ctx.blockSize, algorithm: ctx.algorithm, symmetric: opts.symmetric ?? true, accuracyLevel: ctx.accuracyLevel})
+
+  const batchesOf = (spec: DatasetSpec, size = batchSize) => () => readBatches(spec, {batchSize: size, inputs, signal: opts.signal})
+
+  if (opts.mode === 'static') {
+    if (!opts.calibration) {
+      throw new KilnError('static quantization needs a calibration dataset', {code: 'E_QUANT_NO_CALIBRATION', exitCode: 2, tryMessage: 'Pass --calibration DATA.npz (100–500 representative samples), or use --mode dynamic.'})
+    }
+    const meta = await inferMainGraphTypes(work)
+    const plan = planStatic(work, meta, staticOpts(ctx, makeExcluder(ctx.exclude)))
+    if (![...plan.nodes].some((n) => n.opType === 'Conv' || n.opType === 'MatMul' || n.opType === 'Gemm')) throw noQuantizableOps(work, opts.mode)
+    progress('calibrating')
+    const t = performance.now()
+    const cal = await calibrate(work, plan.calibrate, batchesOf(opts.calibration)(), {threads: opts.profile.threads, signal: opts.signal, onBatch: (n) => progress(`calibrating: ${n} samples`)})
+    const method = opts.method ?? 'minmax'
+    ctx.ranges = new Map([...cal.stats].map(([k, s]) => [k, s.range(method, opts.percentile)]))
+    ctx.meta = meta
+    report.calibration = {dataset: opts.calibration.name, samples: cal.samples, batches: cal.batches, method, percentile: method === 'percentile' ? (opts.percentile ?? 99.999) : undefined, seconds: (performance.now() - t) / 1000}
+  }
+
+  const mixes = candidateMixes(work, opts.mode)
+  const measureSpeed = (opts.neverSlower ?? true) && opts.mode !== 'fp16'
+  const accuracyAware = opts.eval !== undefined && opts.maxAccuracyDrop !== undefined
+  let detached = false
+  const build = (cfg: BuildConfig, inPlace: boolean): Built => {
+    if (!detached && !inPlace) (detachTensors(work), (detached = true))
+    return buildCandidate(inPlace ? work : clone(ModelProtoSchema, work), ctx, cfg)
+  }
+
+  // Accuracy: baseline predictions once, then each candidate against them.
+  let fp32Eval: Awaited<ReturnType<typeof evaluate>> | undefined
+  if (opts.eval) {
+    progress('evaluating fp32')
+    fp32Eval = await evaluate(opts.input, batchesOf(opts.eval), opts.profile, opts.signal)
+  }
+  const accuracyOf = async (bytes: Uint8Array) => {
+    const q = await evaluate(bytes, batchesOf(opts.eval!), opts.profile, opts.signal)
+    const agree = agreement(fp32Eval!.predictions, q.predictions)
+    const drop = fp32Eval!.accuracy !== undefined && q.accuracy !== undefined ? fp32Eval!.accuracy - q.accuracy : 1 - agree
+    return {q, agree, drop}
+  }
+
+  let extraExcluded = new Set<string>()
+  if (accuracyAware) {
+    progress('checking accuracy')
+    const first = build({mix: mixes[0]!, extraExcluded}, false)
+    if (Object.keys(first.quantizedNodes).length === 0) throw noQuantizableOps(work, opts.mode)
+    let acc = await accuracyOf(modelToBytes(first.model))
+    if (acc.drop > opts.maxAccuracyDrop!) {
+      progress('measuring node sensitivity')
+      const sample: Batch[] = []
+      // Read to the end (a limited spec) rather than break: the reader prefetches the next batch.
+      const few = Math.min(batchSize, 8)
+      for await (const b of readBatches({...opts.eval!, limit: Math.min(opts.eval!.limit ?? Infinity, few * 2)}, {batchSize: few, inputs, signal: opts.signal})) sample.push(b)
+      const fp32 = await readModel(opts.input)
+      const sq = await tensorSqnr(fp32, first.model, first.units.map((u) => [u.ref, u.test]), sample, opts.profile)
+      const table = first.units.map((u) => ({key: u.key, node: u.node, opType: u.opType, sqnrDb: sq.get(u.ref) ?? Number.NaN})).filter((r) => Number.isFinite(r.sqnrDb))
+      table.sort((a, b) => a.sqnrDb - b.sqnrDb)
+      report.sensitivity = table.map(({node, opType, sqnrDb}) => ({node, opType, sqnrDb: Math.round(sqnrDb * 100) / 100}))
+      for (let k = 1; acc.drop > opts.maxAccuracyDrop! && k <= table.length * 2; k *= 2) {
+        extraExcluded = new Set(table.slice(0, Math.min(k, table.length)).map((r) => r.key))
+        const next = build({mix: mixes[0]!, extraExcluded}, false)
+        acc = await accuracyOf(modelToBytes(next.model))
+        log(`accuracy-aware: ${extraExcluded.size} node(s) in float → drop ${(acc.drop * 100).toFixed(2)} points`)
+        if (k >= table.length) break
+      }
+      report.fallback = [...extraExcluded]
+    }
+  }
+
+  // Candidates: each mix built, checked for accuracy, timed against the input.
+  let best: {built: Built; bytes: Uint8Array; score: number; name: string} | undefined
+  for (const mix of mixes) {
+    const built = build({mix, extraExcluded}, mixes.length === 1 && !accuracyAware)
+    if (mixes.length === 1) detachTensors(built.model)
+    const cand: CandidateReport = {name: mix.name, quantizedNodes: built.quantizedNodes, accepted: false, reason: ''}
+    report.candidates.push(cand)
+    if (Object.keys(built.quantizedNodes).length === 0) {
+      cand.reason = 'nothing to quantize in this mix'
+      continue
+    }
+    const bytes = modelToBytes(built.model)
+    await (await sessionFor(bytes, opts.profile)).release()
+    if (opts.eval) {
+      const acc = await accuracyOf(bytes)
+      cand.accuracy = acc.q.accuracy
+      cand.agreement = acc.agree
+      if (opts.maxAccuracyDrop !== undefined && acc.drop > opts.maxAccuracyDrop) {
+        cand.reason = `accuracy drop ${(acc.drop * 100).toFixed(2)} points exceeds ${(opts.maxAccuracyDrop * 100).toFixed(2)}`
+        continue
+      }
+    }
+    let score = Number.POSITIVE_INFINITY
+    if (measureSpeed) {
+      progress(`timing ${mix.name} against the input`)
+      try {
+        cand.latency = []
+        for (const b of timingBatches(opts.profile, fixedBatch)) {
+          const feed = opts.calibration ?? opts.eval ? await datasetInputs(opts.calibration ?? opts.eval!, inputs, b, opts.signal) : syntheticInputs(inputs, b)
+          cand.latency.push(await timeAB(opts.input, bytes, feed, b, opts.profile))
+        }
+        score = Math.min(...cand.latency.map((r) => r.speedup))
+      } catch (error) {
+        cand.reason = `latency not measured: ${(error as Error).message}`
+        score = 1
+      }
+      if (score < 1) {
+        cand.reason = `slower than the input (${score.toFixed(2)}× at worst)`
+        continue
+      }
+    }
+    cand.accepted = true
+    cand.reason ||= measureSpeed ? `${score.toFixed(2)}× the input's speed at worst` : 'accepted'
+    if (!best || score > best.score) best = {built, bytes, score, name: mix.name}
+    if (!measureSpeed) break
+  }
+
+  if (report.fallback.length === 0 && report.candidates.every((c) => Object.keys(c.quantizedNodes).length === 0)) throw noQuantizableOps(work, opts.mode)
+  if (!best) {
+    await atomicWriteFile(opts.output, await fsp.readFile(opts.input))
+    report.decision = 'kept-input'
+    const why = report.candidates.map((c) => `${c.name}: ${c.reason}`).join('; ')
+    report.message = `kept the input model unchanged: no quantized variant was both accurate enough and faster on ${opts.profile.name} (${why})`
+    report.leftFloat = []
+    report.outputBytes = inputBytes
+  } else {
+    report.chosen = best.name
+    report.quantizedNodes = best.built.quantizedNodes
+    report.leftFloat = best.built.leftFloat
+    const written = best.bytes.length < 1.8 * 2 ** 30 ? (await atomicWriteFile(opts.output, best.bytes), {bytes: best.bytes.length}) : await writeModel(best.built.model, opts.output)
+    report.outputBytes = written.bytes
+    const count = Object.values(best.built.quantizedNodes).reduce((a, b) => a + b, 0)
+    report.message = `${opts.mode}: ${count} node(s) quantized (${best.name})${Number.isFinite(best.score) ? `, ${best.score.toFixed(2)}× the input's speed` : ''}`
+  }
+  report.sizeRatio = report.inputBytes ? report.outputBytes / report.inputBytes : 1
+  const chosen = report.candidates.find((c) => c.accepted && c.name === report.chosen)
+  if (fp32Eval) {
+    report.accuracy = {samples: fp32Eval.samples, fp32: fp32Eval.accuracy, quantized: report.decision === 'kept-input' ? fp32Eval.accuracy : chosen?.accuracy, agreement: report.decision === 'kept-input' ? 1 : (chosen?.agreement ?? 0), maxDrop: opts.maxAccuracyDrop}
+    if (report.accuracy.fp32 !== undefined && report.accuracy.quantized !== undefined) report.accuracy.drop = report.accuracy.fp32 - report.accuracy.quantized
+  }
+  report.seconds = (performance.now() - started) / 1000
+  log(report.message)
+  return report
+}
+
+function staticOpts(ctx: ModeContext, excluded: (n: NodeProto) => boolean) {
+  return {perChannel: ctx.perChannel, activations: ctx.activations, symmetricActivations: !!ctx.symmetric, reduceRange: ctx.reduceRange, excluded}
+}
+
+function noQuantizableOps(model: ModelProto, mode: QuantizeMode): KilnError {
+  const ops = new Map<string, number>()
+  for (const {node} of allNodes(model)) ops.set(node.opType, (ops.get(node.opType) ?? 0) + 1)
+  const want = mode === 'int4' ? 'MatMul with constant 2-D weights' : mode === 'static' ? 'Conv/MatMul/Gemm with constant weights in the main graph' : 'Conv/MatMul/Gemm with constant weights'
+  return new KilnError(`no quantizable ops for ${mode} quantization: the model has no ${want}`, {
+    code: 'E_QUANT_NOTHING',
+    tryMessage: `Its ops: ${[...ops.keys()].slice(0, 12).join(', ')}. Try another mode${mode === 'static' ? ' (dynamic reaches subgraphs)' : ''}, or check --exclude.`,
+  })
+}
+
+function timingBatches(profile: HardwareProfile, fixedBatch?: number): number[] {
+  if (fixedBatch) return [fixedBatch]
+  return profile.batch?.length ? profile.batch : [1]
+}
+
+/** The first `batch` samples of a dataset (repeated if it has fewer), as timing input. */
+async function datasetInputs(spec: DatasetSpec, inputs: InputMeta[], batch: number, signal?: AbortSignal) {
+  let first: Batch | undefined
+  for await (const b of readBatches({...spec, limit: Math.min(spec.limit ?? Infinity, batch)}, {batchSize: batch, inputs, signal})) first ??= b
+  if (first) {
+    const b = first
+    if (b.size === batch) return b.inputs
+    const out: Batch['inputs'] = {}
+    for (const [name, t] of Object.entries(b.inputs)) {
+      const per = t.data.length / b.size
+      const Ctor = t.data.constructor as new (n: number) => typeof t.data
+      const data = new Ctor(per * batch)
+      for (let i = 0; i < batch; i++) (data as Float32Array).set(t.data.subarray((i % b.size) * per, ((i % b.size) + 1) * per) as Float32Array, i * per)
+      out[name] = {type: t.type, data, dims: [batch, ...t.dims.slice(1)]}
+    }
+    return out
+  }
+  throw new KilnError(`dataset '${spec.name}' is empty`, {code: 'E_DATA_EMPTY'})
+}
+
+

@@ -1,0 +1,195 @@
+/**
+ * Measurements the quantizer decides with: predictions on an evaluation set (accuracy, agreement
+ * with fp32), per-tensor SQNR against fp32 (node sensitivity), and interleaved A/B latency of two
+ * models in one process on the target profile.
+ */
+import {KilnError} from '../../errors.js'
+import type {Batch, BatchTensor, InputMeta} from '../../data/dataset.js'
+import {ValueInfoProtoSchema, create} from '../../onnx/proto.js'
+import type {ModelProto} from '../../onnx/proto.js'
+import {loadOrt} from '../../runtime/ort.js'
+import type {Ort} from '../../runtime/ort.js'
+import type {HardwareProfile} from '../../stages/types.js'
+import {sqnr} from './math.js'
+import {sessionFor} from './graph-util.js'
+
+type Session = Ort.InferenceSession
+type Feeds = Record<string, Ort.Tensor>
+
+export async function toFeeds(inputs: Record<string, BatchTensor>): Promise<Feeds> {
+  const ort = await loadOrt()
+  const feeds: Feeds = {}
+  for (const [name, t] of Object.entries(inputs)) feeds[name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, t.dims)
+  return feeds
+}
+
+/**
+ * How a model's outputs become a class per sample. A first output whose last dimension is 1 is a
+ * detector's score head: the sample is positive when any score logit of such heads exceeds 0.
+ * Otherwise the first output's arg-max is the class.
+ */
+export function predictions(session: Session, out: Record<string, Ort.Tensor>, size: number): number[] {
+  const first = out[session.outputNames[0]!]!
+  const dims = first.dims
+  const preds: number[] = []
+  if (dims.at(-1) === 1) {
+    const heads = session.outputNames.filter((n) => out[n]?.dims.at(-1) === 1 && out[n]!.type === 'float32')
+    for (let s = 0; s < size; s++) {
+      let m = Number.NEGATIVE_INFINITY
+      for (const h of heads) {
+        const d = out[h]!.data as Float32Array
+        const per = d.length / size
+        for (let i = s * per; i < (s + 1) * per; i++) if (d[i]! > m) m = d[i]!
+      }
+      preds.push(m > 0 ? 1 : 0)
+    }
+    return preds
+  }
+  const d = first.data as Float32Array
+  const classes = Number(dims.at(-1))
+  const per = d.length / size
+  for (let s = 0; s < size; s++) {
+    // Sequence outputs ([N, T, C]) score their first step; classifiers have T = 1.
+    let best = 0
+    for (let c = 1; c < classes; c++) if (d[s * per + c]! > d[s * per + best]!) best = c
+    preds.push(best)
+  }
+  return preds
+}
+
+export interface EvalResult {
+  samples: number
+  /** Top-1 accuracy against labels, when the dataset has them. */
+  accuracy?: number
+  predictions: number[]
+  labels?: number[]
+}
+
+export async function evaluate(model: ModelProto | Uint8Array | string, batches: () => AsyncIterable<Batch>, profile: Partial<HardwareProfile>, signal?: AbortSignal): Promise<EvalResult> {
+  const session = typeof model === 'string' ? await (await loadOrt()).InferenceSession.create(model, {logSeverityLevel: 3, intraOpNumThreads: profile.threads ?? 2}) : await sessionFor(model, profile)
+  const preds: number[] = []
+  const labels: number[] = []
+  let hasLabels = true
+  try {
+    for await (const batch of batches()) {
+      if (signal?.aborted) throw new KilnError('cancelled', {code: 'E_ABORTED'})
+      const out = await session.run(await toFeeds(batch.inputs))
+      preds.push(...predictions(session, out, batch.size))
+      if (batch.labels) labels.push(...batch.labels)
+      else hasLabels = false
+    }
+  } finally {
+    await session.release()
+  }
+  if (preds.length === 0) throw new KilnError('the evaluation dataset is empty', {code: 'E_DATA_EMPTY', tryMessage: 'Give a dataset with at least one sample.'})
+  const result: EvalResult = {samples: preds.length, predictions: preds}
+  if (hasLabels && labels.length === preds.length) {
+    result.labels = labels
+    result.accuracy = preds.filter((p, i) => p === labels[i]).length / preds.length
+  }
+  return result
+}
+
+export function agreement(a: number[], b: number[]): number {
+  return a.filter((p, i) => p === b[i]).length / Math.max(1, a.length)
+}
+
+/**
+ * SQNR (dB) of main-graph tensors of `test` against `ref`, averaged over the given batches. Each
+ * pair names the tensor in `ref` and the tensor in `test` that should carry the same values (a
+ * quantized tensor is compared through its DequantizeLinear output, which holds the rounding).
+ */
+export async function tensorSqnr(ref: ModelProto, test: ModelProto, pairs: [string, string][], batches: Batch[], profile: Partial<HardwareProfile>): Promise<Map<string, number>> {
+  const withOutputs = (m: ModelProto, tensors: string[]): ModelProto => {
+    const have = new Set(m.graph!.output.map((o) => o.name))
+    const produced = new Set(m.graph!.node.flatMap((n) => n.output))
+    const extra = tensors.filter((t) => !have.has(t) && produced.has(t)).map((name) => create(ValueInfoProtoSchema, {name}))
+    return {...m, graph: {...m.graph!, output: [...m.graph!.output, ...extra]}} as ModelProto
+  }
+  const a = await sessionFor(withOutputs(ref, pairs.map((p) => p[0])), profile, 'basic')
+  const b = await sessionFor(withOutputs(test, pairs.map((p) => p[1])), profile, 'basic')
+  const sums = new Map<string, {s: number; n: number}>()
+  try {
+    for (const batch of batches) {
+      const feeds = await toFeeds(batch.inputs)
+      const live = pairs.filter(([x, y]) => a.outputNames.includes(x) && b.outputNames.includes(y))
+      const ra = await a.run(feeds, live.map((p) => p[0]))
+      const rb = await b.run(feeds, live.map((p) => p[1]))
+      for (const [t, u] of live) {
+        const v = sqnr(ra[t]!.data as Float32Array, rb[u]!.data as Float32Array)
+        const e = sums.get(t) ?? {s: 0, n: 0}
+        e.s += Math.min(v, 200)
+        e.n++
+        sums.set(t, e)
+      }
+    }
+  } finally {
+    await a.release()
+    await b.release()
+  }
+  return new Map([...sums].map(([t, e]) => [t, e.s / e.n]))
+}
+
+/** Random inputs for a model, for timing when no dataset is given. Symbolic dims take `fill`. */
+export function syntheticInputs(inputs: InputMeta[], batch: number, fill = 64): Record<string, BatchTensor> {
+  const out: Record<string, BatchTensor> = {}
+  let seed = 12345
+  const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff) * 2 - 1
+  for (const i of inputs) {
+    const dims = i.dims.map((d, k) => (typeof d === 'number' && d >= 0 ? d : k === 0 ? batch : fill))
+    const n = dims.reduce((a, b) => a * b, 1)
+    let data: BatchTensor['data']
+    if (i.type === 'float32') data = Float32Array.from({length: n}, rnd)
+    else if (i.type === 'int64') data = new BigInt64Array(n).fill(1n)
+    else if (i.type === 'int32') data = new Int32Array(n).fill(1)
+    else data = new Uint8Array(n)
+    out[i.name] = {type: i.type, data, dims}
+  }
+  return out
+}
+
+export interface ABResult {
+  batch: number
+  baselineMs: number
+  candidateMs: number
+  /** baseline / candidate: above 1 means the candidate is faster. */
+  speedup: number
+}
+
+/**
+ * Interleaved A/B timing: both sessions live side by side and alternate run by run, so the
+ * machine's noise hits both equally; medians are compared.
+ */
+export async function timeAB(baseline: string | Uint8Array, candidate: string | Uint8Array, inputs: Record<string, BatchTensor>, batch: number, profile: Partial<HardwareProfile>, opts: {iterations?: number; budgetMs?: number} = {}): Promise<ABResult> {
+  const ort = await loadOrt()
+  const options = {logSeverityLevel: 3 as const, intraOpNumThreads: profile.threads ?? 2, interOpNumThreads: profile.interOpThreads ?? 1, graphOptimizationLevel: 'all' as const}
+  const a = await ort.InferenceSession.create(baseline as Uint8Array, options)
+  const b = await ort.InferenceSession.create(candidate as Uint8Array, options)
+  try {
+    const feeds = await toFeeds(inputs)
+    for (let i = 0; i < 3; i++) {
+      await a.run(feeds)
+      await b.run(feeds)
+    }
+    const ta: number[] = []
+    const tb: number[] = []
+    const start = performance.now()
+    const max = opts.iterations ?? 60
+    const budget = opts.budgetMs ?? 6000
+    for (let i = 0; i < max && (i < 5 || performance.now() - start < budget); i++) {
+      let t = performance.now()
+      await a.run(feeds)
+      ta.push(performance.now() - t)
+      t = performance.now()
+      await b.run(feeds)
+      tb.push(performance.now() - t)
+    }
+    const med = (x: number[]) => x.sort((p, q) => p - q)[Math.floor(x.length / 2)]!
+    const baselineMs = med(ta)
+    const candidateMs = med(tb)
+    return {batch, baselineMs, candidateMs, speedup: baselineMs / candidateMs}
+  } finally {
+    await a.release()
+    await b.release()
+  }
+}
