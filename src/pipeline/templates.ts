@@ -75,7 +75,7 @@ function toPosix(p: string): string {
 
 /** A YAML scalar for `value`: plain when unambiguous, else double-quoted. */
 function yamlScalar(value: string): string {
-  return /^[A-Za-z0-9_./~+-][A-Za-z0-9_./~+:@-]*$/.test(value) && !/^(true|false|null|yes|no|on|off|~)$/i.test(value) && !/^[-+]?[\d.]/.test(value)
+  return /^[A-Za-z0-9_./~+-][A-Za-z0-9_./~+:@-]*$/.test(value) && !/^(true|false|null|yes|no|on|off|~)$/i.test(value) && !/^[-+]?(\d|\.\d)/.test(value)
     ? value
     : JSON.stringify(value)
 }
@@ -95,12 +95,22 @@ function nameFromModel(model: string): string | undefined {
 function render(text: string, dir: string, model: string | undefined): string {
   let out = text.replace(SCHEMA_HEADER, `# yaml-language-server: $schema=${toPosix(path.relative(dir, SCHEMA_FILE))}`)
   if (model !== undefined) {
-    // Keep the line's trailing comment, if any.
-    out = out.replace(/^model:[ \t]*[^#\n]*?([ \t]+#.*)?$/m, (_m, comment: string | undefined) => `model: ${yamlScalar(model)}${comment ?? ''}`)
+    out = setTopLevelValue(out, 'model', yamlScalar(model))
     const name = nameFromModel(model)
-    if (name) out = out.replace(/^name:[ \t]*[^#\n]*?([ \t]+#.*)?$/m, (_m, comment: string | undefined) => `name: ${name}${comment ?? ''}`)
+    if (name) out = setTopLevelValue(out, 'name', name)
   }
   return out
+}
+
+/** Replace a top-level `key: value` line, keeping its trailing comment in the same column. */
+function setTopLevelValue(text: string, key: string, value: string): string {
+  const line = new RegExp(`^${key}:[ \\t]*[^#\\n]*?([ \\t]+#.*)?$`, 'm')
+  return text.replace(line, (whole, comment: string | undefined) => {
+    const head = `${key}: ${value}`
+    if (!comment) return head
+    const column = whole.length - comment.trimStart().length
+    return `${head.padEnd(Math.max(column, head.length + 1))}${comment.trimStart()}`
+  })
 }
 
 /** Write a new file, failing if it exists (link is atomic and refuses to replace). */
