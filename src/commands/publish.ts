@@ -19,6 +19,11 @@ export default class Publish extends KilnCommand {
     to: Flags.string({description: 'Target URI (repeatable).', required: true, multiple: true}),
     name: Flags.string({description: 'Value of {pipeline.name} (default: the artifact name).'}),
     'run-id': Flags.string({description: 'Value of {run.id} and the default version (default: a UTC timestamp).'}),
+    's3-endpoint': Flags.string({description: 'S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, else AWS).', helpGroup: 'S3'}),
+    's3-region': Flags.string({description: 'S3 region (default: AWS_REGION, else us-east-1).', helpGroup: 'S3'}),
+    's3-path-style': Flags.boolean({description: 'Address buckets by path (default: on with a custom endpoint).', allowNo: true, helpGroup: 'S3'}),
+    'oip-token': Flags.string({description: 'Serving endpoint token as env:NAME (default: KILN_SERVE_TOKEN).', helpGroup: 'OIP'}),
+    'oip-model': Flags.string({description: 'Model name when the oip+http URI has none (default: --name).', helpGroup: 'OIP'}),
   }
 
   async run(): Promise<PublishResult> {
@@ -30,6 +35,8 @@ export default class Publish extends KilnCommand {
       baseDir: process.cwd(),
       vars: {'run.id': runId, 'pipeline.name': flags.name ?? path.basename(artifact).replace(/\.[^.]+$/, ''), 'stage.id': 'publish'},
       secret: resolveSecretRef,
+      s3: {endpoint: flags['s3-endpoint'], region: flags['s3-region'], forcePathStyle: flags['s3-path-style']},
+      oip: {token: flags['oip-token'], model: flags['oip-model']},
     })
     for (const t of result.targets) this.say(`${t.status}: ${t.uri} (${t.files} file(s), ${t.bytes} bytes, ${t.seconds.toFixed(2)} s)`)
     return result

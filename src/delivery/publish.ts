@@ -5,9 +5,9 @@ import {redact} from '../util/redact.js'
 import {artifactFiles, type ArtifactFile} from './artifact-files.js'
 import {utcDate, type TemplateVars} from './template.js'
 import {isFileTarget, publishToDirectory} from './targets/file.js'
-import type {PublishOutcome, PublishRequest} from './targets/types.js'
+import type {OipSettings, PublishOutcome, PublishRequest, S3Settings} from './targets/types.js'
 
-export type {PublishOutcome} from './targets/types.js'
+export type {OipSettings, PublishOutcome, S3Settings} from './targets/types.js'
 
 /** Options for {@link publishArtifact}. */
 export interface PublishOptions {
@@ -21,6 +21,10 @@ export interface PublishOptions {
   progress?: (message: string) => void
   /** Resolves `env:NAME` references (tokens); values are registered for redaction. */
   secret?: (ref: string) => string
+  /** Overrides for `s3://` targets. */
+  s3?: S3Settings
+  /** Settings for `oip+http(s)://` targets. */
+  oip?: OipSettings
 }
 
 export interface PublishResult {
@@ -28,18 +32,23 @@ export interface PublishResult {
   targets: PublishOutcome[]
 }
 
-type TargetKind = 'file'
+type TargetKind = 'file' | 's3' | 'oip'
 type Publisher = (req: PublishRequest & {baseDir: string}) => Promise<PublishOutcome>
 
+// Remote targets load their clients only when used, keeping the AWS SDK out of start-up.
 const PUBLISHERS: Record<TargetKind, () => Promise<Publisher>> = {
   file: async () => publishToDirectory,
+  s3: async () => (await import('./targets/s3.js')).publishToS3,
+  oip: async () => (await import('./targets/oip.js')).publishToOip,
 }
 
 function targetKind(uri: string): TargetKind {
+  if (/^s3:\/\//i.test(uri)) return 's3'
+  if (/^oip\+https?:\/\//i.test(uri)) return 'oip'
   if (isFileTarget(uri)) return 'file'
   throw new UsageError(`unsupported publish target '${redact(uri)}'`, {
     code: 'E_PUBLISH_URI',
-    tryMessage: 'Use a directory path or file:///path.',
+    tryMessage: 'Use a directory path, file:///path, s3://bucket/prefix/ or oip+http(s)://host:port[/model].',
   })
 }
 
@@ -67,7 +76,7 @@ export async function publishArtifact(artifactPath: string, options: PublishOpti
   for (const [i, uri] of options.to.entries()) {
     const publish = await PUBLISHERS[kinds[i]]()
     try {
-      targets.push(await publish({uri, files, vars, signal: options.signal, progress: options.progress, secret: options.secret, baseDir: options.baseDir}))
+      targets.push(await publish({uri, files, vars, signal: options.signal, progress: options.progress, secret: options.secret, s3: options.s3, oip: options.oip, baseDir: options.baseDir}))
     } catch (error) {
       if (!(error instanceof KilnError)) throw error
       throw new KilnError(`publish to ${redact(uri)} failed: ${error.message}`, {code: error.code, exitCode: error.exitCode, tryMessage: error.tryMessage, cause: error})

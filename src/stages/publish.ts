@@ -5,6 +5,27 @@ import {defineStage} from './types.js'
 const schema = z.strictObject({
   /** One target URI or several; each is published in turn and reported separately. */
   to: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).transform((v) => (Array.isArray(v) ? v : [v])),
+  /** Overrides for `s3://` targets; the standard AWS environment and config chain supply the rest. */
+  s3: z
+    .strictObject({
+      endpoint: z.string().url().optional(),
+      region: z.string().min(1).optional(),
+      forcePathStyle: z.boolean().optional(),
+      timeoutMs: z.number().int().positive().optional(),
+      retries: z.number().int().min(0).max(20).optional(),
+      partSize: z.number().int().min(5 * 1024 * 1024).optional(),
+      queueSize: z.number().int().min(1).max(64).optional(),
+    })
+    .optional(),
+  /** Settings for `oip+http(s)://` targets. */
+  oip: z
+    .strictObject({
+      token: z.string().regex(/^(env:|\$\{env:)/, 'must be env:NAME (never a literal token)').optional(),
+      headers: z.record(z.string(), z.string()).optional(),
+      model: z.string().min(1).optional(),
+      readyTimeoutMs: z.number().int().positive().optional(),
+    })
+    .optional(),
 })
 
 /**
@@ -24,6 +45,8 @@ export default defineStage({
       signal: ctx.signal,
       progress: (m) => ctx.progress(m),
       secret: (ref) => ctx.secret(ref),
+      s3: params.s3,
+      oip: params.oip,
     })
     for (const t of result.targets) ctx.log.info(`${t.status} ${t.files} file(s), ${t.bytes} bytes to ${t.uri} in ${t.seconds.toFixed(2)} s`)
     return {
