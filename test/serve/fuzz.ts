@@ -76,7 +76,7 @@ export function fuzzCases(base: string, seed: number, perKind = 12): FuzzCase[] 
     wrongType.inputs[0].datatype = datatype
     add('wrong datatype', datatype, postJson(JSON.stringify(wrongType)))
 
-    const badValues = ['"x"', 'null', '{}', '[1]', 'true', '"NaN"']
+    const badValues = ['"x"', 'null', '{}', '[]', 'true', '"NaN"']
     const bad = badValues[int(badValues.length)]!
     const wrongValue = JSON.stringify(valid()).replace(/("data":\[)([^,]+)/, `$1${bad}`)
     add('wrong element', `first element ${bad}`, postJson(wrongValue))

@@ -42,10 +42,15 @@ interface Job {
 /** A worker failure that is not the request's fault (crash, exit). */
 export class WorkerFailure extends Error {}
 
-function workerEntry(): {url: URL; execArgv?: string[]} {
-  // Under tsx (benchmarks, tests that import the sources) the worker is the .ts file and needs the loader too.
-  const fromSource = import.meta.url.endsWith('.ts')
-  return {url: new URL(fromSource ? './worker.ts' : './worker.js', import.meta.url), execArgv: fromSource ? ['--import', 'tsx'] : undefined}
+/**
+ * The worker's entry. Built code runs `worker.js`; when the sources run under tsx (benchmarks, tests
+ * importing the pool), the worker must register tsx itself before it imports `worker.ts`.
+ */
+function startWorker(name: string): Worker {
+  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./worker.js', import.meta.url), {name})
+  const entry = new URL('./worker.ts', import.meta.url).href
+  const bootstrap = `import('tsx/esm/api').then((tsx) => tsx.register()).then(() => import(${JSON.stringify(entry)}))`
+  return new Worker(bootstrap, {eval: true, name})
 }
 
 /**
@@ -78,8 +83,7 @@ export class InferencePool {
   }
 
   private spawn(index: number): Slot {
-    const {url, execArgv} = workerEntry()
-    const worker = new Worker(url, {execArgv, name: `kiln-infer-${index}`})
+    const worker = startWorker(`kiln-infer-${index}`)
     const slot: Slot = {worker, pending: new Map(), busy: false, ready: true}
     worker.on('message', (msg: FromWorker) => {
       const p = slot.pending.get(msg.id)
