@@ -82,3 +82,13 @@ export function faceLogit(outputs: Record<string, {data: unknown; dims: readonly
   for (const t of Object.values(outputs)) if (t.dims.at(-1) === 1) for (const v of t.data as Float32Array) m = Math.max(m, v)
   return m
 }
+
+/** Non-trivial weights (fresh layers have zero biases and unit batch-norm statistics). */
+export function randomizeWeights(tf: typeof TfNs, model: TfNs.LayersModel, seed: number): void {
+  let s = seed
+  for (const layer of model.layers) {
+    const ws = layer.weights
+    if (!ws.length) continue
+    layer.setWeights(ws.map((w) => (w.name.includes('moving_variance') ? tf.randomUniform(w.shape, 0.5, 1.5, 'float32', s++) : tf.randomUniform(w.shape, -0.5, 0.5, 'float32', s++))))
+  }
+}

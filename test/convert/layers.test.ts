@@ -5,18 +5,12 @@ import {convertTfjs} from '../../src/convert/tfjs/index.js'
 import type {VerifyReport} from '../../src/convert/tfjs/index.js'
 import {readModel} from '../../src/onnx/model.js'
 import {loadTfjs} from '../../src/runtime/tfjs.js'
-import {IMAGES, saveLayersModel, tempDir} from './helpers.js'
+import {IMAGES, randomizeWeights, saveLayersModel, tempDir} from './helpers.js'
 
 let tf: typeof TfNs
 
-/** Non-trivial weights (fresh layers have zero biases and unit batch-norm statistics). */
 function randomize(model: TfNs.LayersModel, seed: number): void {
-  let s = seed
-  for (const layer of model.layers) {
-    const ws = layer.weights
-    if (!ws.length) continue
-    layer.setWeights(ws.map((w) => (w.name.includes('moving_variance') ? tf.randomUniform(w.shape, 0.5, 1.5, 'float32', s++) : tf.randomUniform(w.shape, -0.5, 0.5, 'float32', s++))))
-  }
+  randomizeWeights(tf, model, seed)
 }
 
 async function convertAndVerify(model: TfNs.LayersModel, name: string, layout: 'nhwc' | 'nchw' = 'nhwc'): Promise<{metrics: Record<string, unknown>; file: string}> {

@@ -46,7 +46,6 @@ export async function sampleInputs(specs: SampleInputSpec[], count: number, imag
     const sample: Sample = {}
     for (const spec of specs) {
       const shape = spec.shape.map((d, j) => (d >= 0 ? d : j === 0 ? 1 : isImage(spec) ? 128 : 8))
-      shape[0] = 1
       const n = shape.reduce((a, b) => a * b, 1)
       if (sharp && isImage(spec)) {
         const [, h, w, c] = shape as [number, number, number, number]

@@ -26,8 +26,10 @@ export interface OpDef {
   kind?: string
   /** For binary ops: a follow-up ONNX op (FloorDiv = Div then Floor on floats). */
   then?: string
-  /** Binary op yields bool. */
+  /** The op yields bool. */
   bool?: boolean
+  /** x - floor(x / y) * y on floats (ONNX Mod follows the dividend's sign). */
+  floorMod?: boolean
   /** (x - y)^2. */
   square?: boolean
   /** Fold at conversion time when both operands are constants. */
@@ -70,8 +72,6 @@ export const OP_LIST: Record<string, OpDef> = {
   Sigmoid: u('Sigmoid'),
   Tanh: u('Tanh'),
   Softplus: u('Softplus'),
-  Softsign: u('Softsign'),
-  Swish: u('Swish'),
   Exp: u('Exp'),
   Log: u('Log'),
   Sqrt: u('Sqrt'),
@@ -94,7 +94,7 @@ export const OP_LIST: Record<string, OpDef> = {
   Cosh: u('Cosh'),
   Erf: u('Erf'),
   LogicalNot: u('Not'),
-  IsNan: u('IsNaN'),
+  IsNan: u('IsNaN', {bool: true}),
   Prelu: {category: 'unary', onnx: 'PRelu', kind: 'prelu'},
   Cast: {category: 'unary', kind: 'cast'},
   ClipByValue: {category: 'unary', kind: 'clip'},
@@ -107,9 +107,8 @@ export const OP_LIST: Record<string, OpDef> = {
   Mul: bin('Mul', {fold: (x, y) => x * y}),
   RealDiv: bin('Div'),
   Div: bin('Div'),
-  DivNoNan: bin('Div'),
   FloorDiv: bin('Div', {then: 'Floor', fold: (x, y) => Math.floor(x / y)}),
-  FloorMod: bin('Mod'),
+  FloorMod: bin('Mod', {floorMod: true}),
   Maximum: bin('Max', {fold: Math.max}),
   Minimum: bin('Min', {fold: Math.min}),
   Pow: bin('Pow'),
@@ -143,7 +142,6 @@ export const OP_LIST: Record<string, OpDef> = {
   _FusedMatMul: {category: 'matrices', fused: true},
   BatchMatMul: {category: 'matrices', batch: true},
   BatchMatMulV2: {category: 'matrices', batch: true},
-  BatchMatMulV3: {category: 'matrices', batch: true},
 
   // reductions
   Mean: red('ReduceMean'),

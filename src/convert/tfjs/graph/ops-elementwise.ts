@@ -76,18 +76,25 @@ export const binary: OpConverter = (ctx) => {
     return [b.op('Mul', [d.name, d.name], {}, {hint, dtype: outDtype, shape, nchw})]
   }
   const isInt = x.dtype === DataType.INT32 || x.dtype === DataType.INT64
+  if (def.floorMod && !isInt) {
+    const q = b.op('Div', names, {}, {hint: `${hint}_q`, dtype: outDtype})
+    const fl = b.op('Floor', [q.name], {}, {hint: `${hint}_floor`, dtype: outDtype})
+    const m = b.op('Mul', [fl.name, names[1]!], {}, {hint: `${hint}_m`, dtype: outDtype})
+    return [b.op('Sub', [names[0]!, m.name], {}, {hint, dtype: outDtype, shape, nchw})]
+  }
   if (def.then && !isInt) {
     const t = b.op(def.onnx!, names, {}, {hint: `${hint}_${def.onnx}`, dtype: outDtype})
     return [b.op(def.then, [t.name], {}, {hint, dtype: outDtype, shape, nchw})]
   }
-  return [b.op(def.onnx!, names, def.onnx === 'Mod' && !isInt ? {fmod: 1} : {}, {hint, dtype: outDtype, shape, nchw})]
+  return [b.op(def.onnx!, names, {}, {hint, dtype: outDtype, shape, nchw})]
 }
 
 /** Unary element-wise op keeping the input's layout. */
 export const unary: OpConverter = (ctx) => {
   const {b, def, hint, attrs} = ctx
   const x = ctx.inputs[0]!
-  return [applyActivation(b, x, def.onnx!, hint, {alpha: def.alphaAttr ? attrs.float(def.alphaAttr, def.alpha ?? 0.2) : def.alpha})]
+  const y = applyActivation(b, x, def.onnx!, hint, {alpha: def.alphaAttr ? attrs.float(def.alphaAttr, def.alpha ?? 0.2) : def.alpha})
+  return [def.bool ? {...y, dtype: DataType.BOOL} : y]
 }
 
 /**
