@@ -15,6 +15,7 @@ const BUILTIN: Record<string, () => Promise<{default: Stage<any>}>> = {
   encrypt: () => import('./encrypt.js'),
   evaluate: () => import('./evaluate.js'),
   publish: () => import('./publish.js'),
+  quantize: () => import('./quantize.js'),
   sign: () => import('./sign.js'),
 }
 

@@ -24,12 +24,15 @@ import {buildCandidate, candidateMixes} from './candidates.js'
 import type {BuildConfig, Built, ModeContext} from './candidates.js'
 import {inferMainGraphTypes, sessionFor} from './graph-util.js'
 import type {ABResult} from './measure.js'
-import {agreement, evaluate, syntheticInputs, tensorSqnr, timeAB} from './measure.js'
+import {agreement, evaluate, latencyAB, syntheticInputs, tensorSqnr} from './measure.js'
 import {checkOpset, upgradeOpset} from './opset.js'
 import {planStatic} from './static.js'
 import type {FloatNode} from './static.js'
 import {detectCpu} from './cpu.js'
 import {makeExcluder} from './exclude.js'
+
+/** Below this measured speed-up a candidate counts as slower even when the interval is wide. */
+const MIN_SPEEDUP = 0.97
 
 export type QuantizeMode = 'dynamic' | 'static' | 'fp16' | 'int4'
 
@@ -252,17 +255,17 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     if (measureSpeed) {
       progress(`timing ${mix.name} against the input`)
       try {
-        cand.latency = []
-        for (const b of timingBatches(opts.profile, fixedBatch)) {
-          const feed = opts.calibration ?? opts.eval ? await datasetInputs(opts.calibration ?? opts.eval!, inputs, b, opts.signal) : syntheticInputs(inputs, b)
-          cand.latency.push(await timeAB(opts.input, bytes, feed, b, opts.profile))
-        }
+        const data = opts.calibration ?? opts.eval
+        const feeds = async (b: number) => (data ? datasetInputs(data, inputs, b, opts.signal) : syntheticInputs(inputs, b))
+        cand.latency = await latencyAB(opts.input, bytes, opts.profile, timingBatches(opts.profile, fixedBatch), feeds, opts.signal)
         score = Math.min(...cand.latency.map((r) => r.speedup))
+        if (cand.latency.some((r) => r.verdict === 'slower')) score = Math.min(score, 0.999)
       } catch (error) {
         cand.reason = `latency not measured: ${(error as Error).message}`
         score = 1
       }
-      if (score < 1) {
+      // Slower: measured slower with confidence, or a point estimate clearly under 1 even if noisy.
+      if (cand.latency?.some((r) => r.verdict === 'slower' || r.speedup < MIN_SPEEDUP)) {
         cand.reason = `slower than the input (${score.toFixed(2)}× at worst)`
         continue
       }

@@ -3,6 +3,9 @@
  * with fp32), per-tensor SQNR against fp32 (node sensitivity), and interleaved A/B latency of two
  * models in one process on the target profile.
  */
+import * as fsp from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
 import {KilnError} from '../../errors.js'
 import type {Batch, BatchTensor, InputMeta} from '../../data/dataset.js'
 import {ValueInfoProtoSchema, create} from '../../onnx/proto.js'
@@ -152,44 +155,37 @@ export interface ABResult {
   batch: number
   baselineMs: number
   candidateMs: number
-  /** baseline / candidate: above 1 means the candidate is faster. */
+  /** baseline / candidate (geometric mean of paired rounds): above 1 means the candidate is faster. */
   speedup: number
+  /** 95% confidence interval of the speed-up. */
+  low: number
+  high: number
+  verdict: 'faster' | 'slower' | 'inconclusive'
 }
 
 /**
- * Interleaved A/B timing: both sessions live side by side and alternate run by run, so the
- * machine's noise hits both equally; medians are compared.
+ * A/B latency of a candidate model (bytes) against the input file on the profile, in one process,
+ * interleaved in rounds (the project's benchmarkAB). Feeds come from real data when given.
  */
-export async function timeAB(baseline: string | Uint8Array, candidate: string | Uint8Array, inputs: Record<string, BatchTensor>, batch: number, profile: Partial<HardwareProfile>, opts: {iterations?: number; budgetMs?: number} = {}): Promise<ABResult> {
-  const ort = await loadOrt()
-  const options = {logSeverityLevel: 3 as const, intraOpNumThreads: profile.threads ?? 2, interOpNumThreads: profile.interOpThreads ?? 1, graphOptimizationLevel: 'all' as const}
-  const a = await ort.InferenceSession.create(baseline as Uint8Array, options)
-  const b = await ort.InferenceSession.create(candidate as Uint8Array, options)
+export async function latencyAB(baseline: string, candidate: Uint8Array, profile: HardwareProfile, batches: number[], feeds: (batch: number) => Promise<Record<string, BatchTensor>>, signal?: AbortSignal): Promise<ABResult[]> {
+  const {benchmarkAB} = await import('../../runtime/bench.js')
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'kiln-quant-'))
+  const file = path.join(dir, 'candidate.onnx')
   try {
-    const feeds = await toFeeds(inputs)
-    for (let i = 0; i < 3; i++) {
-      await a.run(feeds)
-      await b.run(feeds)
-    }
-    const ta: number[] = []
-    const tb: number[] = []
-    const start = performance.now()
-    const max = opts.iterations ?? 60
-    const budget = opts.budgetMs ?? 6000
-    for (let i = 0; i < max && (i < 5 || performance.now() - start < budget); i++) {
-      let t = performance.now()
-      await a.run(feeds)
-      ta.push(performance.now() - t)
-      t = performance.now()
-      await b.run(feeds)
-      tb.push(performance.now() - t)
-    }
-    const med = (x: number[]) => x.sort((p, q) => p - q)[Math.floor(x.length / 2)]!
-    const baselineMs = med(ta)
-    const candidateMs = med(tb)
-    return {batch, baselineMs, candidateMs, speedup: baselineMs / candidateMs}
+    await fsp.writeFile(file, candidate)
+    const prepared = new Map<number, Feeds>()
+    for (const b of batches) prepared.set(b, await toFeeds(await feeds(b)))
+    const r = await benchmarkAB({baseline, candidate: file}, profile, {batch: batches, warmup: 3, iterations: 40, rounds: 8, compressedSize: false, feeds: (b) => prepared.get(b), signal})
+    return r.comparisons.map((c) => ({
+      batch: c.batch,
+      baselineMs: r.baseline.runs.find((x) => x.batch === c.batch)?.latencyMs.mean ?? Number.NaN,
+      candidateMs: r.candidate.runs.find((x) => x.batch === c.batch)?.latencyMs.mean ?? Number.NaN,
+      speedup: c.speedup,
+      low: c.low,
+      high: c.high,
+      verdict: c.verdict,
+    }))
   } finally {
-    await a.release()
-    await b.release()
+    await fsp.rm(dir, {recursive: true, force: true})
   }
 }

@@ -1,0 +1,93 @@
+import {Args, Flags} from '@oclif/core'
+import path from 'node:path'
+import {KilnCommand} from '../cli/base-command.js'
+import type {QuantizeReport} from '../compress/quant/index.js'
+import {UsageError} from '../errors.js'
+import {getProfile} from '../runtime/profiles.js'
+import type {DatasetSpec} from '../stages/types.js'
+
+function datasetFromPath(file: string): DatasetSpec {
+  return {name: path.basename(file), path: path.resolve(file)}
+}
+
+export default class Quantize extends KilnCommand {
+  static override summary = 'Quantize an ONNX model: dynamic or static int8, fp16 or int4.'
+  static override description = `Pre-processes the graph (BatchNormalization folding), quantizes, then measures: against fp32 on --eval data, and A/B latency against the input on --profile. By default the result is never slower than the input: when every quantized variant is, the input is written unchanged and the reason is printed.`
+  static override examples = [
+    '<%= config.bin %> quantize model.onnx -o model.int8.onnx --mode static --calibration calib.npz --method percentile',
+    '<%= config.bin %> quantize model.onnx -o model.int8.onnx --mode static --calibration calib.npz --eval test.npz --max-accuracy-drop 0.005',
+    '<%= config.bin %> quantize llm.onnx -o llm.int4.onnx --mode int4 --block-size 32 --algorithm hqq',
+  ]
+
+  static override args = {
+    model: Args.string({description: 'Input ONNX model.', required: true}),
+  }
+
+  static override flags = {
+    output: Flags.string({char: 'o', description: 'Output ONNX model path.', required: true}),
+    mode: Flags.string({description: 'Quantization mode.', options: ['dynamic', 'static', 'fp16', 'int4'], required: true}),
+    calibration: Flags.string({description: 'Calibration data (.npz whose arrays are named after the model inputs) for static mode.'}),
+    method: Flags.string({description: 'Calibration method (static).', options: ['minmax', 'percentile', 'entropy'], default: 'minmax'}),
+    percentile: Flags.string({description: 'Percentile of |x| kept by --method percentile (default 99.999).'}),
+    'per-channel': Flags.boolean({description: 'Per-channel weights (default on).', allowNo: true, default: true}),
+    activations: Flags.string({description: 'Activation type for static mode (default uint8: U8S8).', options: ['uint8', 'int8']}),
+    symmetric: Flags.boolean({description: 'Symmetric activations (static) or weights (int4, default on).', allowNo: true}),
+    'block-size': Flags.integer({description: 'int4 block size along K.', options: ['32', '64', '128'] as never, default: 32}),
+    algorithm: Flags.string({description: 'int4 method: round to nearest, or HQQ (data-free).', options: ['rtn', 'hqq'], default: 'rtn'}),
+    exclude: Flags.string({description: 'Keep matching nodes in float: name, op type, op:Type, glob or /regex/ (repeatable).', multiple: true}),
+    eval: Flags.string({description: 'Evaluation data (.npz with a labels/label array for accuracy).'}),
+    'max-accuracy-drop': Flags.string({description: 'Largest accepted accuracy drop as a fraction (0.005 = half a point); needs --eval.'}),
+    profile: Flags.string({description: 'Hardware profile for the latency A/B.', default: 'cpu-2t'}),
+    'allow-slower': Flags.boolean({description: 'Ship the quantized model even when it is slower than the input.'}),
+    preprocess: Flags.boolean({description: 'Fold BatchNormalization and drop Identity/Dropout first.', allowNo: true, default: true}),
+    'keep-io-types': Flags.boolean({description: 'fp16: keep float32 inputs and outputs.', allowNo: true, default: true}),
+    'block-list': Flags.string({description: 'fp16: op type kept in float32 (repeatable; replaces the default list).', multiple: true}),
+    'batch-size': Flags.integer({description: 'Samples per calibration/evaluation batch (free batch dimension only).', default: 16, min: 1}),
+  }
+
+  async run(): Promise<QuantizeReport> {
+    const {args, flags} = await this.parse(Quantize)
+    const num = (name: string, v: string | undefined, lo: number, hi: number): number | undefined => {
+      if (v === undefined) return undefined
+      const n = Number(v)
+      if (!Number.isFinite(n) || n < lo || n > hi) throw new UsageError(`--${name} must be a number from ${lo} to ${hi}, got '${v}'`, {tryMessage: name === 'max-accuracy-drop' ? 'e.g. --max-accuracy-drop 0.005 for half a point' : undefined})
+      return n
+    }
+    if (flags.mode === 'static' && !flags.calibration) throw new UsageError('--mode static needs --calibration DATA.npz', {tryMessage: 'Give 100–500 representative samples, or use --mode dynamic.'})
+    if (flags['max-accuracy-drop'] !== undefined && !flags.eval) throw new UsageError('--max-accuracy-drop needs --eval DATA.npz')
+    const {quantizeModel} = await import('../compress/quant/index.js')
+    const report = await quantizeModel({
+      input: path.resolve(args.model),
+      output: path.resolve(flags.output),
+      mode: flags.mode as QuantizeReport['mode'],
+      calibration: flags.calibration ? datasetFromPath(flags.calibration) : undefined,
+      method: flags.method as 'minmax',
+      percentile: num('percentile', flags.percentile, 50, 100),
+      perChannel: flags['per-channel'],
+      activations: flags.activations as 'uint8' | undefined,
+      symmetric: flags.symmetric,
+      blockSize: flags['block-size'],
+      algorithm: flags.algorithm as 'rtn',
+      exclude: flags.exclude,
+      eval: flags.eval ? datasetFromPath(flags.eval) : undefined,
+      maxAccuracyDrop: num('max-accuracy-drop', flags['max-accuracy-drop'], 0, 1),
+      profile: getProfile(flags.profile),
+      neverSlower: !flags['allow-slower'],
+      preprocess: flags.preprocess,
+      keepIOTypes: flags['keep-io-types'],
+      blockList: flags['block-list'],
+      batchSize: flags['batch-size'],
+      progress: (m) => flags.verbose && this.say(m),
+      log: (m) => flags.verbose && this.say(m),
+    })
+    this.say(report.message)
+    this.say(`size ${report.inputBytes} → ${report.outputBytes} bytes (${report.sizeRatio.toFixed(3)}×) in ${report.seconds.toFixed(1)} s`)
+    for (const c of report.candidates) {
+      const lat = c.latency?.map((l) => `batch ${l.batch}: ${l.speedup.toFixed(2)}×`).join(', ')
+      this.say(`  ${c.accepted ? '✓' : '✗'} ${c.name}: ${c.reason}${lat ? ` [${lat}]` : ''}`)
+    }
+    if (report.accuracy) this.say(`accuracy fp32 ${report.accuracy.fp32 ?? '-'} → ${report.accuracy.quantized ?? '-'}, agreement ${(report.accuracy.agreement * 100).toFixed(2)}%`)
+    if (report.fallback.length) this.say(`kept in float for accuracy: ${report.fallback.length} (see --json for the sensitivity table)`)
+    return report
+  }
+}

@@ -1,0 +1,105 @@
+import path from 'node:path'
+import {z} from 'zod'
+import {defineStage} from './types.js'
+
+const datasetRef = z.string().min(1)
+
+const schema = z.strictObject({
+  /** `dynamic` (int8 weights, run-time activations), `static` (QDQ, calibrated), `fp16`, or `int4` (MatMulNBits). */
+  mode: z.enum(['dynamic', 'static', 'fp16', 'int4']),
+  /** Calibration dataset name (static), or `{dataset, method, percentile}`. */
+  calibration: z
+    .union([
+      datasetRef.transform((dataset): {dataset: string; method?: 'minmax' | 'percentile' | 'entropy'; percentile?: number} => ({dataset})),
+      z.strictObject({
+        dataset: datasetRef,
+        /** `minmax` (default), `percentile` or `entropy` (KL divergence). */
+        method: z.enum(['minmax', 'percentile', 'entropy']).optional(),
+        /** Percentile of |x| kept by `percentile`. Default 99.999. */
+        percentile: z.number().gt(50).max(100).optional(),
+      }),
+    ])
+    .optional(),
+  /** Per-channel weights (static, dynamic). Default true. */
+  perChannel: z.boolean().default(true),
+  /** Activation type for static mode. Default uint8 (U8S8, fastest on x86). */
+  activations: z.enum(['uint8', 'int8']).optional(),
+  /** Symmetric activations (static) or symmetric weights (int4, default true). */
+  symmetric: z.boolean().optional(),
+  /** int4 block size along K. */
+  blockSize: z.union([z.literal(32), z.literal(64), z.literal(128)]).default(32),
+  /** int4 method: round to nearest, or HQQ (data-free, asymmetric). */
+  algorithm: z.enum(['rtn', 'hqq']).default('rtn'),
+  /** int4 MatMulNBits accuracy_level: 4 = int8 compute on CPU (fastest), 0 = float compute. */
+  accuracyLevel: z.union([z.literal(0), z.literal(1), z.literal(2), z.literal(3), z.literal(4)]).default(4),
+  /** Nodes kept in float: node name, op type, `op:Type`, glob or /regex/. */
+  exclude: z.union([z.string().min(1).transform((s) => [s]), z.array(z.string().min(1))]).default([]),
+  /** Fold BatchNormalization, drop Identity/Dropout before quantizing. Default true. */
+  preprocess: z.boolean().default(true),
+  /** Evaluation dataset name: accuracy and agreement with fp32 are measured on it. */
+  eval: datasetRef.optional(),
+  /** Largest accepted accuracy drop (0.005 = half a point); needs `eval`. Sensitive parts fall back to float until it holds. */
+  maxAccuracyDrop: z.number().min(0).max(1).optional(),
+  /** Hardware profile for the latency A/B (default: the pipeline's target). */
+  profile: z.string().min(1).optional(),
+  /** Keep the input when every quantized variant is slower on the profile. Default true. */
+  neverSlower: z.boolean().default(true),
+  /** fp16: keep float32 model inputs and outputs. Default true. */
+  keepIOTypes: z.boolean().default(true),
+  /** fp16: op types kept in float32 (replaces the default list). */
+  blockList: z.array(z.string().min(1)).optional(),
+  /** Samples per calibration/evaluation batch when the model's batch dimension is free. */
+  batchSize: z.number().int().min(1).max(4096).default(16),
+})
+
+/**
+ * Quantize the incoming ONNX model. The stage measures what it ships: accuracy against fp32 when an
+ * evaluation dataset is named, and latency against the input on the target profile.
+ */
+export default defineStage({
+  kind: 'quantize',
+  version: '1',
+  description: 'Quantize an ONNX model: dynamic or static int8, fp16 or int4, never slower than its input.',
+  schema: schema.superRefine((p, issue) => {
+    if (p.mode === 'static' && !p.calibration) issue.addIssue({code: 'custom', path: ['calibration'], message: 'static mode needs a calibration dataset'})
+    if (p.maxAccuracyDrop !== undefined && !p.eval) issue.addIssue({code: 'custom', path: ['eval'], message: 'maxAccuracyDrop needs an eval dataset'})
+  }),
+  datasets: (p) => [p.calibration?.dataset, p.eval].filter((d): d is string => !!d),
+  async run(ctx, input, params) {
+    const {quantizeModel} = await import('../compress/quant/index.js')
+    const output = path.join(ctx.outDir, 'model.onnx')
+    const r = await quantizeModel({
+      input: input.path,
+      output,
+      mode: params.mode,
+      calibration: params.calibration ? ctx.dataset(params.calibration.dataset) : undefined,
+      method: params.calibration?.method,
+      percentile: params.calibration?.percentile,
+      perChannel: params.perChannel,
+      activations: params.activations,
+      symmetric: params.symmetric,
+      blockSize: params.blockSize,
+      algorithm: params.algorithm,
+      accuracyLevel: params.accuracyLevel,
+      exclude: params.exclude,
+      preprocess: params.preprocess,
+      eval: params.eval ? ctx.dataset(params.eval) : undefined,
+      maxAccuracyDrop: params.maxAccuracyDrop,
+      profile: ctx.profile(params.profile ?? ctx.target),
+      neverSlower: params.neverSlower,
+      keepIOTypes: params.keepIOTypes,
+      blockList: params.blockList,
+      batchSize: params.batchSize,
+      signal: ctx.signal,
+      log: (m) => ctx.log.info(m),
+      progress: (m) => ctx.progress(m),
+    })
+    if (r.decision === 'kept-input') ctx.log.warn(r.message)
+    const {sensitivity, ...metrics} = r
+    return {
+      artifact: {path: output, format: 'onnx'},
+      metrics: metrics as unknown as Record<string, unknown>,
+      report: sensitivity ? {sensitivity} : undefined,
+    }
+  },
+})
