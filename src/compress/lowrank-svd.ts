@@ -21,9 +21,10 @@ export function symmetricEigen(a: Float64Array, n: number, signal?: AbortSignal)
     for (let p = 0; p < n - 1; p++) {
       for (let q = p + 1; q < n; q++) {
         const apq = m[p * n + q]!
-        if (Math.abs(apq) < 1e-300) continue
         const app = m[p * n + p]!
         const aqq = m[q * n + q]!
+        // Rotating an entry already negligible beside its diagonal changes nothing measurable.
+        if (Math.abs(apq) <= 1e-18 * Math.sqrt(Math.abs(app * aqq)) || apq === 0) continue
         const theta = (aqq - app) / (2 * apq)
         const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1))
         const c = 1 / Math.sqrt(t * t + 1)
@@ -95,24 +96,29 @@ export function decompose(w: Float32Array, k: number, n: number, signal?: AbortS
       const a = new Float32Array(k * rank)
       const b = new Float32Array(rank * n)
       if (n <= k) {
-        // W ≈ (W·V_r)·V_rᵀ
+        // W ≈ (W·V_r)·V_rᵀ; loops ordered so the innermost one walks memory contiguously.
+        const row = new Float64Array(rank)
         for (let r = 0; r < k; r++) {
-          for (let c = 0; c < rank; c++) {
-            let s = 0
-            for (let i = 0; i < n; i++) s += w[r * n + i]! * vectors[i * n + c]!
-            a[r * rank + c] = s
+          row.fill(0)
+          for (let i = 0; i < n; i++) {
+            const wi = w[r * n + i]!
+            if (wi === 0) continue
+            for (let c = 0; c < rank; c++) row[c]! += wi * vectors[i * n + c]!
           }
+          for (let c = 0; c < rank; c++) a[r * rank + c] = row[c]!
         }
         for (let c = 0; c < rank; c++) for (let i = 0; i < n; i++) b[c * n + i] = vectors[i * n + c]!
       } else {
         // W ≈ U_r·(U_rᵀ·W)
         for (let r = 0; r < k; r++) for (let c = 0; c < rank; c++) a[r * rank + c] = vectors[r * k + c]!
+        const acc = new Float64Array(n)
         for (let c = 0; c < rank; c++) {
-          for (let j = 0; j < n; j++) {
-            let s = 0
-            for (let r = 0; r < k; r++) s += vectors[r * k + c]! * w[r * n + j]!
-            b[c * n + j] = s
+          acc.fill(0)
+          for (let r = 0; r < k; r++) {
+            const u = vectors[r * k + c]!
+            for (let j = 0; j < n; j++) acc[j]! += u * w[r * n + j]!
           }
+          for (let j = 0; j < n; j++) b[c * n + j] = acc[j]!
         }
       }
       return {a, b}
@@ -124,12 +130,16 @@ export function decompose(w: Float32Array, k: number, n: number, signal?: AbortS
 export function relativeError(w: Float32Array, a: Float32Array, b: Float32Array, k: number, n: number, rank: number): number {
   let err = 0
   let norm = 0
+  const row = new Float64Array(n)
   for (let r = 0; r < k; r++) {
+    row.fill(0)
+    for (let c = 0; c < rank; c++) {
+      const ac = a[r * rank + c]!
+      for (let j = 0; j < n; j++) row[j]! += ac * b[c * n + j]!
+    }
     for (let j = 0; j < n; j++) {
-      let s = 0
-      for (let c = 0; c < rank; c++) s += a[r * rank + c]! * b[c * n + j]!
       const x = w[r * n + j]!
-      err += (x - s) ** 2
+      err += (x - row[j]!) ** 2
       norm += x * x
     }
   }
