@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 import path from 'node:path'
 import {KilnCommand} from '../cli/base-command.js'
-import {initPipeline, type InitResult} from '../pipeline/templates.js'
+import type {InitResult} from '../pipeline/templates.js'
 
 export default class Init extends KilnCommand {
   static override summary = 'Create a pipeline file (kiln.yaml) from a template.'
@@ -23,6 +23,8 @@ Never overwrites an existing file unless --force is given.`
 
   async run(): Promise<InitResult> {
     const {flags} = await this.parse(Init)
+    // Loaded on demand so listing commands (`kiln --help`) stays fast.
+    const {initPipeline} = await import('../pipeline/templates.js')
     const result = await initPipeline({template: flags.template, dir: flags.dir, model: flags.model, force: flags.force})
     const where = path.relative(process.cwd(), result.dir) || '.'
     for (const f of result.files) this.say(`created ${path.relative(process.cwd(), f) || f}`)

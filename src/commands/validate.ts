@@ -1,7 +1,6 @@
 import {Args} from '@oclif/core'
 import path from 'node:path'
 import {KilnCommand} from '../cli/base-command.js'
-import {loadPipeline} from '../pipeline/loader.js'
 
 /** `kiln validate --json` result. */
 export interface ValidateResult {
@@ -36,6 +35,8 @@ and unset environment variables in \${env:NAME}. Exits 2 when the file is invali
 
   async run(): Promise<ValidateResult> {
     const {args} = await this.parse(Validate)
+    // Loaded on demand so listing commands (`kiln --help`) does not pay for zod and yaml.
+    const {loadPipeline} = await import('../pipeline/loader.js')
     const pipeline = await loadPipeline(args.file)
     const shown = path.relative(process.cwd(), pipeline.file) || pipeline.file
     this.say(`${shown} is valid: '${pipeline.name}', ${pipeline.stages.length} stage(s): ${pipeline.stages.map((s) => s.id).join(' → ')}`)

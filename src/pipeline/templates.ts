@@ -3,6 +3,7 @@ import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {KilnError, UsageError} from '../errors.js'
 import {atomicWriteFile, tempPathFor} from '../util/fs.js'
+import {PIPELINE_FILE_NAMES} from './loader.js'
 import {didYouMean} from './suggest.js'
 
 /**
@@ -155,7 +156,9 @@ export async function initPipeline(options: InitOptions = {}): Promise<InitResul
   const files = await templateFiles(source)
   const targets = files.map((f) => path.join(dir, f))
   if (!options.force) {
-    const existing = (await Promise.all(targets.map(async (t) => ((await stat(t).catch(() => undefined)) ? t : undefined)))).filter((t): t is string => t !== undefined)
+    // Another pipeline file beside the new one would be shadowed by it without anyone noticing.
+    const candidates = [...new Set([...targets, ...PIPELINE_FILE_NAMES.map((n) => path.join(dir, n))])]
+    const existing = (await Promise.all(candidates.map(async (t) => ((await stat(t).catch(() => undefined)) ? t : undefined)))).filter((t): t is string => t !== undefined)
     if (existing.length > 0) {
       throw new UsageError(`${existing.map((t) => path.relative(cwd, t) || t).join(', ')} already exist${existing.length === 1 ? 's' : ''}; nothing was written`, {
         code: 'E_EXISTS',

@@ -63,6 +63,15 @@ describe('kiln init', () => {
     expect(await readFile(path.join(dir, 'kiln.yaml'), 'utf8')).toContain('uses: quantize')
   })
 
+  it('refuses to shadow another pipeline file in the directory', async () => {
+    const dir = await workspace()
+    await writeFile(path.join(dir, '.kilnrc.yml'), '# an existing pipeline\n')
+    const r = await kiln(['init', '--json'], {cwd: dir})
+    expect(r.exitCode).toBe(2)
+    expect(r.json.error.message).toBe('.kilnrc.yml already exists; nothing was written')
+    expect(existsSync(path.join(dir, 'kiln.yaml'))).toBe(false)
+  })
+
   it('rejects an unknown template with a suggestion', async () => {
     const dir = await workspace()
     const r = await kiln(['init', '--template', 'quantise', '--json'], {cwd: dir})
