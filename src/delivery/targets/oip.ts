@@ -2,6 +2,7 @@ import * as fsp from 'node:fs/promises'
 import pRetry, {AbortError as StopRetry} from 'p-retry'
 import {AbortedError, KilnError, UsageError} from '../../errors.js'
 import {registerSecret} from '../../util/redact.js'
+import {resolveSecretRef} from '../secret.js'
 import {expandTemplate} from '../template.js'
 import type {PublishOutcome, PublishRequest} from './types.js'
 
@@ -56,7 +57,7 @@ export async function publishToOip(req: PublishRequest): Promise<PublishOutcome>
   const settings = req.oip ?? {}
   const {base, model: fromUri} = parseOipUri(req.uri)
   const model = expandTemplate(fromUri ?? settings.model ?? '{pipeline.name}', req.vars)
-  const secret = req.secret ?? ((ref: string) => ref)
+  const secret = req.secret ?? resolveSecretRef
   const headers: Record<string, string> = {'content-type': 'application/json'}
   const tokenRef = settings.token ?? (process.env.KILN_SERVE_TOKEN ? 'env:KILN_SERVE_TOKEN' : undefined)
   if (tokenRef) {
