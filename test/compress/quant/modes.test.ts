@@ -1,0 +1,80 @@
+import * as fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {afterAll, describe, expect, it} from 'vitest'
+import {quantizeModel} from '../../../src/compress/quant/index.js'
+import {cosine} from '../../../src/compress/quant/math.js'
+import {allNodes} from '../../../src/onnx/graph.js'
+import {readModel, writeModel} from '../../../src/onnx/model.js'
+import {MODELS, ensureFixtures} from '../../helpers/fixtures.js'
+import {feedsFor, runModel, transformerModel} from './models.js'
+import type {ModelKey} from './models.js'
+
+ensureFixtures()
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-quant-modes-'))
+afterAll(() => fs.rmSync(dir, {recursive: true, force: true}))
+const profile = {name: 'cpu-1t', threads: 1, providers: ['cpu'], batch: [1]}
+
+async function agreementWithFp32(key: ModelKey, out: string): Promise<number> {
+  const feeds = await feedsFor(key)
+  const a = await runModel(MODELS[key], feeds)
+  const b = await runModel(out, feeds)
+  const first = Object.keys(a)[0]!
+  return cosine(a[first]!, b[first]!)
+}
+
+async function opCounts(file: string): Promise<Map<string, number>> {
+  const m = await readModel(file)
+  const c = new Map<string, number>()
+  for (const {node} of allNodes(m)) c.set(node.opType, (c.get(node.opType) ?? 0) + 1)
+  return c
+}
+
+const keys = Object.keys(MODELS) as ModelKey[]
+
+describe('fp16 on every real model', () => {
+  it.each(keys)('%s: half-size weights, float32 I/O kept, output cosine ≥ 0.999', async (key) => {
+    const out = path.join(dir, `${key}.fp16.onnx`)
+    const r = await quantizeModel({input: MODELS[key], output: out, mode: 'fp16', profile})
+    expect(r.decision).toBe('quantized')
+    expect(r.sizeRatio).toBeLessThan(0.62)
+    expect(await agreementWithFp32(key, out)).toBeGreaterThan(0.999)
+  })
+})
+
+describe('dynamic int8 on every real model (weights in initializers, Constant nodes and If subgraphs)', () => {
+  it.each(keys)('%s: quantizes, loads, runs', async (key) => {
+    const out = path.join(dir, `${key}.dyn.onnx`)
+    const r = await quantizeModel({input: MODELS[key], output: out, mode: 'dynamic', profile, neverSlower: false})
+    expect(r.decision).toBe('quantized')
+    expect(Object.values(r.quantizedNodes).reduce((a, b) => a + b, 0)).toBeGreaterThan(0)
+    expect(r.opset.to).toBeGreaterThanOrEqual(13)
+    const ops = await opCounts(out)
+    expect(ops.get('DynamicQuantizeLinear')).toBeGreaterThan(0)
+    // Silero's LSTM weights stay float (dynamic covers MatMul/Gemm/Conv), so its ratio is higher.
+    expect(r.sizeRatio).toBeLessThan(key.startsWith('silero') ? 0.8 : 0.6)
+    expect(await agreementWithFp32(key, out)).toBeGreaterThan(0.95)
+  })
+})
+
+describe('int4 MatMulNBits', () => {
+  const model = transformerModel({d: 64, layers: 2})
+  const input = path.join(dir, 'tiny-transformer.onnx')
+  it.each([
+    ['rtn', true, 32],
+    ['rtn', false, 64],
+    ['hqq', false, 32],
+  ] as const)('%s symmetric=%s block %i: loads, runs, close to fp32', async (algorithm, symmetric, blockSize) => {
+    await writeModel(model, input)
+    const out = path.join(dir, `tiny.${algorithm}.${blockSize}.onnx`)
+    const r = await quantizeModel({input, output: out, mode: 'int4', algorithm, symmetric, blockSize, profile, neverSlower: false})
+    expect(r.quantizedNodes).toEqual({MatMul: 4})
+    expect((await opCounts(out)).get('MatMulNBits')).toBe(4)
+    const ort = await import('onnxruntime-node')
+    const x = new ort.Tensor('float32', Float32Array.from({length: 2 * 5 * 64}, (_, i) => Math.sin(i)), [2, 5, 64])
+    const a = await runModel(input, {x})
+    const b = await runModel(out, {x})
+    expect(cosine(a.y!, b.y!)).toBeGreaterThan(0.99)
+    expect(r.sizeRatio).toBeLessThan(0.25)
+  })
+})

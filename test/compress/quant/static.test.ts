@@ -1,0 +1,122 @@
+import * as fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {TensorStats} from '../../../src/compress/quant/calibrate.js'
+import {quantizeModel} from '../../../src/compress/quant/index.js'
+import {cosine} from '../../../src/compress/quant/math.js'
+import {preprocessModel} from '../../../src/compress/preprocess.js'
+import {upgradeOpset} from '../../../src/compress/quant/opset.js'
+import {allNodes} from '../../../src/onnx/graph.js'
+import {modelToBytes, readModel} from '../../../src/onnx/model.js'
+import {MODELS, ensureFixtures} from '../../helpers/fixtures.js'
+import {faceScore, lfwSamples, writeLfwNpz} from './lfw.js'
+import {feedsFor, runModel} from './models.js'
+
+ensureFixtures()
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-quant-static-'))
+afterAll(() => fs.rmSync(dir, {recursive: true, force: true}))
+const profile = {name: 'cpu-1t', threads: 1, providers: ['cpu'], batch: [1]}
+const calib = path.join(dir, 'lfw-calib.npz')
+const evalSet = path.join(dir, 'lfw-eval.npz')
+// Faces are samples 0–99, non-faces 100–199: calibration and evaluation take disjoint halves of each.
+const calibIdx = [...Array(12)].map((_, i) => (i < 6 ? i * 16 + 1 : 100 + (i - 6) * 16 + 1))
+const evalIdx = [...Array(20)].map((_, i) => (i < 10 ? i * 10 + 4 : 100 + (i - 10) * 10 + 4))
+const holdIdx = [...Array(20)].map((_, i) => (i < 10 ? i * 10 + 7 : 100 + (i - 10) * 10 + 7))
+
+beforeAll(async () => {
+  await writeLfwNpz(calib, calibIdx)
+  await writeLfwNpz(evalSet, evalIdx)
+})
+
+async function lfwAccuracy(model: string, indices: number[]): Promise<{acc: number; preds: boolean[]}> {
+  const ort = await import('onnxruntime-node')
+  const preds: boolean[] = []
+  for (const i of indices) {
+    const out = await runModel(model, {'input:0': new ort.Tensor('float32', lfwSamples([i]).input, [1, 128, 128, 3])})
+    preds.push(faceScore(Object.fromEntries(Object.entries(out).map(([k, v]) => [k, {data: v}]))) > 0)
+  }
+  return {acc: preds.filter((p, k) => p === indices[k]! < 100).length / indices.length, preds}
+}
+
+describe('static QDQ on BlazeFace with LFW', () => {
+  it('accuracy-aware fallback keeps the labels, with QDQ placed for QLinearConv fusion', async () => {
+    const out = path.join(dir, 'blazeface.int8.onnx')
+    const r = await quantizeModel({
+      input: MODELS.blazeface, output: out, mode: 'static', calibration: {name: 'calib', path: calib}, method: 'percentile',
+      eval: {name: 'eval', path: evalSet}, maxAccuracyDrop: 0, profile, neverSlower: false,
+    })
+    expect(r.decision).toBe('quantized')
+    expect(r.opset).toEqual({from: 12, to: 13})
+    expect(r.calibration?.samples).toBe(12)
+    expect(r.quantizedNodes.Conv).toBeGreaterThan(20)
+    expect(r.accuracy!.drop).toBeLessThanOrEqual(0)
+    // The score heads feed the outputs: they stay float.
+    expect(r.leftFloat.some((f) => f.reason.startsWith('output layer'))).toBe(true)
+    const ops = new Map<string, number>()
+    for (const {node} of allNodes(await readModel(out))) ops.set(node.opType, (ops.get(node.opType) ?? 0) + 1)
+    expect(ops.get('QuantizeLinear')).toBeGreaterThan(10)
+    // Per-channel weights: DequantizeLinear with an axis.
+    const m = await readModel(out)
+    expect(m.graph!.node.some((n) => n.opType === 'DequantizeLinear' && n.attribute.some((a) => a.name === 'axis'))).toBe(true)
+    // Held-out faces and non-faces keep their labels.
+    const fp = await lfwAccuracy(MODELS.blazeface, holdIdx)
+    const q = await lfwAccuracy(out, holdIdx)
+    const agree = fp.preds.filter((p, i) => p === q.preds[i]).length / holdIdx.length
+    expect(agree).toBeGreaterThanOrEqual(0.9)
+    expect(q.acc).toBeGreaterThanOrEqual(fp.acc - 0.1)
+    if (r.fallback.length) expect(r.sensitivity!.length).toBeGreaterThan(0)
+  })
+
+  it('keeps the input, and says so, when int8 is not faster on the profile', async () => {
+    const out = path.join(dir, 'blazeface.kept.onnx')
+    const r = await quantizeModel({input: MODELS.blazeface, output: out, mode: 'dynamic', profile: {...profile, iterations: 20}})
+    // ConvInteger is several times slower than float convolution on x86.
+    expect(r.candidates[0]!.latency![0]!.speedup).toBeLessThan(1)
+    expect(r.decision).toBe('kept-input')
+    expect(r.message).toMatch(/kept the input/)
+    expect(fs.readFileSync(out).equals(fs.readFileSync(MODELS.blazeface))).toBe(true)
+  })
+})
+
+describe('calibration statistics', () => {
+  it('percentile and entropy clip rare outliers that min/max keeps', () => {
+    const s = new TensorStats()
+    let seed = 3
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff) * 2 - 1
+    for (let b = 0; b < 4; b++) {
+      const x = Float32Array.from({length: 50000}, rnd)
+      if (b === 2) x[7] = 500
+      s.add(x)
+    }
+    expect(s.range('minmax').max).toBe(500)
+    expect(s.range('percentile', 99.99).max).toBeLessThan(2)
+    // KL search runs over 128+ of 2048 histogram bins: it clips to at most 1/16 of the observed |x| range.
+    expect(s.range('entropy').max).toBeLessThanOrEqual(500 / 16 + 1e-3)
+    expect(s.range('entropy').max).toBeGreaterThan(1)
+    expect(s.range('percentile', 99.99).min).toBeLessThan(-0.9)
+  })
+})
+
+describe('pre-processing', () => {
+  it('folds BatchNormalization and raises opset 9 to 13 without changing outputs', async () => {
+    const m = await readModel(MODELS.ocrCls)
+    const bn = [...allNodes(m)].filter((n) => n.node.opType === 'BatchNormalization').length
+    const r = preprocessModel(m)
+    expect(r.foldedBatchNorm).toBeGreaterThan(0)
+    expect([...allNodes(m)].filter((n) => n.node.opType === 'BatchNormalization').length).toBe(bn - r.foldedBatchNorm)
+    upgradeOpset(m, 13)
+    const feeds = await feedsFor('ocrCls')
+    const a = await runModel(MODELS.ocrCls, feeds)
+    const b = await runModel(modelToBytes(m), feeds)
+    const k = Object.keys(a)[0]!
+    expect(cosine(a[k]!, b[k]!)).toBeGreaterThan(0.99999)
+    const rec = await readModel(MODELS.ocrRec)
+    upgradeOpset(rec, 13)
+    const fr = await feedsFor('ocrRec')
+    const ra = await runModel(MODELS.ocrRec, fr)
+    const rb = await runModel(modelToBytes(rec), fr)
+    const kr = Object.keys(ra)[0]!
+    expect(cosine(ra[kr]!, rb[kr]!)).toBeGreaterThan(0.99999)
+  })
+})
