@@ -173,20 +173,21 @@ function histogram(label: string, run: BenchRun, lo: number, hi: number, color: 
       return `<rect x="${(pad.l + i * bw + 0.5).toFixed(1)}" y="${(H - pad.b - h).toFixed(1)}" width="${Math.max(bw - 1, 1).toFixed(1)}" height="${Math.max(h, c ? 1 : 0).toFixed(1)}" fill="${color}"/>`
     })
     .join('')
-  const mark = (v: number, name: string) => (v >= lo && v <= hi ? `<line x1="${x(v).toFixed(1)}" x2="${x(v).toFixed(1)}" y1="${pad.t}" y2="${H - pad.b}" stroke="#1f2328" stroke-dasharray="3 2"/><text x="${(x(v) + 2).toFixed(1)}" y="${pad.t + 10}">${name}</text>` : '')
+  const mark = (v: number, name: string, dy: number) => (v >= lo && v <= hi ? `<line x1="${x(v).toFixed(1)}" x2="${x(v).toFixed(1)}" y1="${pad.t}" y2="${H - pad.b}" stroke="#1f2328" stroke-dasharray="3 2"/><text x="${(x(v) + 3).toFixed(1)}" y="${pad.t + 10 + dy}">${name}</text>` : '')
   const axis = `<line x1="${pad.l}" x2="${W - pad.r}" y1="${H - pad.b}" y2="${H - pad.b}" stroke="#57606a"/><text x="${pad.l}" y="${H - 10}">${fmt(lo)} ms</text><text x="${W - pad.r}" y="${H - 10}" text-anchor="end">${fmt(hi)} ms</text>`
   const title = `${label}: p50 ${fmt(run.latencyMs.p50)} · p95 ${fmt(run.latencyMs.p95)} · p99 ${fmt(run.latencyMs.p99)} ms${over ? ` · ${over} above the axis` : ''}`
-  return `<div class="chart"><h3>${esc(title)}</h3><svg role="img" aria-label="${esc(`latency distribution ${label}`)}" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">${rects}${mark(run.latencyMs.p50, 'p50')}${mark(run.latencyMs.p95, 'p95')}${axis}</svg></div>`
+  return `<div class="chart"><h3>${esc(title)}</h3><svg role="img" aria-label="${esc(`latency distribution ${label}`)}" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">${rects}${mark(run.latencyMs.p50, 'p50', 0)}${mark(run.latencyMs.p95, 'p95', 14)}${axis}</svg></div>`
 }
 
 function latencyDistributions(r: RunReport): string {
   const series = benchSeries(r)
   if (!series.length) return ''
-  // One axis for all models of a batch size, cut at the largest p99 so one outlier does not flatten the rest.
+  // One axis for all models of a batch size, cut a little past the largest p95: a few slow outliers
+  // (a busy CI machine) would otherwise squash every distribution into one bar. The title counts them.
   const charts = series.map((s, i) => {
     const same = series.filter((o) => o.run.batch === s.run.batch)
     const lo = Math.min(...same.map((o) => Math.min(...o.run.samplesMs)))
-    const hi = Math.max(...same.map((o) => o.run.latencyMs.p99))
+    const hi = Math.max(...same.map((o) => o.run.latencyMs.p95)) * 1.25
     return histogram(s.label, s.run, lo, Math.max(hi, lo * 1.01 + 1e-6), PALETTE[i % PALETTE.length]!)
   })
   return `<section><h2>Latency distributions</h2><div class="charts">${charts.join('')}</div></section>`
@@ -206,7 +207,7 @@ export function paretoFront(points: Point[]): Point[] {
 function scatter(title: string, xLabel: string, points: Point[]): string {
   const W = 480
   const H = 300
-  const pad = {l: 56, r: 16, t: 12, b: 40}
+  const pad = {l: 56, r: 72, t: 12, b: 40}
   const xs = points.map((p) => p.x)
   const ys = points.map((p) => p.y)
   const [x0, x1] = [Math.min(...xs), Math.max(...xs)]
@@ -220,7 +221,9 @@ function scatter(title: string, xLabel: string, points: Point[]): string {
   const dots = points
     .map((p, i) => {
       const onFront = front.includes(p)
-      return `<circle cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="${onFront ? 6 : 4}" fill="${onFront ? '#1a7f37' : '#8c959f'}"><title>${esc(`${p.label}: ${fmt(p.x)} ${xLabel}, accuracy ${fmt(p.y, 4)}`)}</title></circle><text x="${(sx(p.x) + 8).toFixed(1)}" y="${(sy(p.y) - 6 - (i % 2) * 10).toFixed(1)}">${esc(p.label)}</text>`
+      // Labels of points on the right half go to their left, so they stay inside the chart.
+      const right = sx(p.x) > W / 2
+      return `<circle cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="${onFront ? 6 : 4}" fill="${onFront ? '#1a7f37' : '#8c959f'}"><title>${esc(`${p.label}: ${fmt(p.x)} ${xLabel}, accuracy ${fmt(p.y, 4)}`)}</title></circle><text x="${(sx(p.x) + (right ? -8 : 8)).toFixed(1)}" y="${(sy(p.y) + (sy(p.y) < pad.t + 20 ? 16 : -6) - (i % 2) * 10).toFixed(1)}"${right ? ' text-anchor="end"' : ''}>${esc(p.label)}</text>`
     })
     .join('')
   const axes = `<line x1="${pad.l}" x2="${W - pad.r}" y1="${H - pad.b}" y2="${H - pad.b}" stroke="#57606a"/><line x1="${pad.l}" x2="${pad.l}" y1="${pad.t}" y2="${H - pad.b}" stroke="#57606a"/>
@@ -246,6 +249,15 @@ function pareto(r: RunReport): string {
   const baseReport = withBase?.report?.evaluate as {baseline?: {bytes: number}} | undefined
   if (withBase && baseReport?.baseline) bySize.push({label: 'baseline', x: baseReport.baseline.bytes / 1024, y: num(withBase.metrics['baseline.accuracy'])!})
   const charts: string[] = []
+  // Candidates that are the same model (a baseline also evaluated as a stage) share one point.
+  const merge = (pts: Point[]) =>
+    pts.reduce<Point[]>((acc, p) => {
+      const same = acc.find((q) => q.x === p.x && q.y === p.y)
+      if (same) same.label += ` = ${p.label}`
+      else acc.push({...p})
+      return acc
+    }, [])
+  bySize.splice(0, bySize.length, ...merge(bySize))
   if (bySize.length >= 2) charts.push(scatter('Accuracy vs size (Pareto front in green)', 'size, KiB', bySize))
   if (byLatency.length >= 2) charts.push(scatter('Accuracy vs p95 latency (Pareto front in green)', 'p95 latency, ms', byLatency))
   if (!charts.length) return ''

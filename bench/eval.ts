@@ -1,0 +1,59 @@
+// Evaluation throughput: kiln's evaluation loop (dataset reader with prefetch, metrics) against a
+// bare onnxruntime loop over the same data already in memory, same batch size. Target: within 10%.
+//
+//   npx tsx bench/eval.ts
+import * as fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {performance} from 'node:perf_hooks'
+import {BLAZEFACE_LFW_TASK, writeLfwNpz} from '../src/data/lfw.js'
+import {readNpz} from '../src/data/npy.js'
+import {evaluateModel} from '../src/eval/evaluate.js'
+import {createSession, loadOrt} from '../src/runtime/ort.js'
+import {getProfile} from '../src/runtime/profiles.js'
+import {ensureTrainedModels, fixture, MODELS} from '../test/helpers/fixtures.js'
+
+const ort = await loadOrt()
+const profile = getProfile('cpu-2t')
+const t = ensureTrainedModels()
+const lfw = await writeLfwNpz(fixture('data/lfw_subset.npy'), path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-')), 'lfw.npz'))
+
+const cases = [
+  {name: 'fashion_cnn 10k b64', model: t.cnn, data: t.test, input: 'input', batch: 64, extra: {}},
+  {name: 'fashion_mlp 10k b64', model: t.mlp, data: t.test, input: 'input', batch: 64, extra: {}},
+  {name: 'blazeface lfw b1', model: MODELS.blazeface, data: lfw, input: 'input:0', batch: 1, extra: {...BLAZEFACE_LFW_TASK, outputs: [...BLAZEFACE_LFW_TASK.outputs]}},
+]
+
+for (const c of cases) {
+  // Bare loop: the whole array in memory, tensors over subarrays, run, argmax-free.
+  const arrays = await readNpz(c.data)
+  const x = arrays.get(c.input)!
+  const per = x.shape.slice(1).reduce((a, b) => a * b, 1)
+  const n = x.shape[0]!
+  const session = await createSession(c.model, profile)
+  const bare = async () => {
+    const t0 = performance.now()
+    for (let s = 0; s < n; s += c.batch) {
+      const m = Math.min(c.batch, n - s)
+      await session.run({[c.input]: new ort.Tensor('float32', (x.data as Float32Array).subarray(s * per, (s + m) * per), [m, ...x.shape.slice(1)])})
+    }
+    return n / ((performance.now() - t0) / 1000)
+  }
+  const kiln = async () => {
+    const r = await evaluateModel({model: c.model, dataset: {name: 'd', path: c.data}, batchSize: c.batch, profile, metrics: ['accuracy'], ...c.extra})
+    return {rate: r.samplesPerSecond, acc: r.metrics.accuracy}
+  }
+  await bare()
+  const bares: number[] = []
+  const kilns: number[] = []
+  let acc = 0
+  for (let r = 0; r < 3; r++) {
+    bares.push(await bare())
+    const k = await kiln()
+    kilns.push(k.rate)
+    acc = k.acc!
+  }
+  await session.release()
+  const med = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+  console.log(`${c.name.padEnd(22)} bare ${med(bares).toFixed(0)}/s  kiln eval ${med(kilns).toFixed(0)}/s  ratio ${(med(kilns) / med(bares)).toFixed(3)}  accuracy ${acc.toFixed(4)}`)
+}

@@ -1,0 +1,52 @@
+// Harness overhead: kiln's benchmark loop against a bare `session.run` loop on the same session and
+// inputs, interleaved in rounds so machine drift hits both. Target: overhead ≤ 3%.
+//
+//   npx tsx bench/harness.ts [--rounds 10] [--iterations 300]
+import {performance} from 'node:perf_hooks'
+import {benchmark} from '../src/runtime/bench.js'
+import {createSession, loadOrt} from '../src/runtime/ort.js'
+import {getProfile} from '../src/runtime/profiles.js'
+import {meanCi} from '../src/runtime/stats.js'
+import {ensureTrainedModels, MODELS} from '../test/helpers/fixtures.js'
+
+const arg = (name: string, dflt: number) => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i > 0 ? Number(process.argv[i + 1]) : dflt
+}
+const rounds = arg('rounds', 10)
+const iterations = arg('iterations', 300)
+const ort = await loadOrt()
+const profile = getProfile('cpu-1t')
+const t = ensureTrainedModels()
+
+for (const [name, model, batch] of [['fashion_cnn b1', t.cnn, 1], ['fashion_mlp b32', t.mlp, 32], ['blazeface b1', MODELS.blazeface, 1]] as const) {
+  const session = await createSession(model, profile)
+  const meta = session.inputMetadata[0]!
+  const dims = (meta as {shape: (number | string)[]}).shape.map((d, i) => (typeof d === 'number' && d > 0 ? d : i === 0 ? batch : 1))
+  const feeds = {[meta.name]: new ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)).fill(0.5), dims)}
+  for (let i = 0; i < 20; i++) await session.run(feeds)
+  const bare = async () => {
+    const t0 = performance.now()
+    for (let i = 0; i < iterations; i++) await session.run(feeds)
+    return (performance.now() - t0) / iterations
+  }
+  // kiln's harness, on its own session of the same model and inputs of the same shape.
+  const harness = async () => {
+    const r = await benchmark(model, profile, {batch: [batch], iterations, warmup: 0, compressedSize: false, feeds: () => feeds})
+    return r.runs[0]!.latencyMs.mean
+  }
+  const ratios: number[] = []
+  let bareSum = 0
+  let harnessSum = 0
+  for (let r = 0; r < rounds; r++) {
+    const [a, b] = r % 2 ? [await harness(), await bare()] : [await bare(), await harness()].reverse()
+    harnessSum += a!
+    bareSum += b!
+    ratios.push(a! / b!)
+  }
+  await session.release()
+  const ci = meanCi(ratios.map(Math.log))
+  console.log(
+    `${name.padEnd(16)} bare ${(bareSum / rounds).toFixed(4)} ms  harness ${(harnessSum / rounds).toFixed(4)} ms  overhead ${((Math.exp(ci.mean) - 1) * 100).toFixed(2)}% (95% CI ${((Math.exp(ci.low) - 1) * 100).toFixed(2)}% – ${((Math.exp(ci.high) - 1) * 100).toFixed(2)}%)`,
+  )
+}
