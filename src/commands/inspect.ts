@@ -1,8 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import path from 'node:path'
 import {KilnCommand} from '../cli/base-command.js'
-import {formatInspect} from '../onnx/inspect-format.js'
-import {inspectModel, type InspectResult} from '../onnx/inspect.js'
+import type {InspectResult} from '../onnx/inspect.js'
 
 export default class Inspect extends KilnCommand {
   static override summary = 'Describe an ONNX model: IR and opsets, inputs/outputs, ops, parameters, sparsity, sizes.'
@@ -21,6 +20,8 @@ export default class Inspect extends KilnCommand {
 
   async run(): Promise<InspectResult> {
     const {args, flags} = await this.parse(Inspect)
+    // Loaded here, not at the top: `kiln --help` imports every command module and must stay fast.
+    const [{inspectModel}, {formatInspect}] = await Promise.all([import('../onnx/inspect.js'), import('../onnx/inspect-format.js')])
     const result = await inspectModel(path.resolve(args.model), {largest: flags.top, compressedSize: flags['compressed-size']})
     if (!this.jsonEnabled()) this.say(formatInspect(result))
     return result
