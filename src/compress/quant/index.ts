@@ -172,7 +172,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     if (![...plan.nodes].some((n) => n.opType === 'Conv' || n.opType === 'MatMul' || n.opType === 'Gemm')) throw noQuantizableOps(work, opts.mode)
     progress('calibrating')
     const t = performance.now()
-    const cal = await calibrate(work, plan.calibrate, batchesOf(opts.calibration)(), {threads: opts.profile.threads, signal: opts.signal, onBatch: (n) => progress(`calibrating: ${n} samples`)})
+    const cal = await dataContext('calibration', () => calibrate(work, plan.calibrate, batchesOf(opts.calibration!)(), {threads: opts.profile.threads, signal: opts.signal, onBatch: (n) => progress(`calibrating: ${n} samples`)}))
     const method = opts.method ?? 'minmax'
     ctx.ranges = new Map([...cal.stats].map(([k, s]) => [k, s.range(method, opts.percentile)]))
     ctx.meta = meta
@@ -192,7 +192,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   let fp32Eval: Awaited<ReturnType<typeof evaluate>> | undefined
   if (opts.eval) {
     progress('evaluating fp32')
-    fp32Eval = await evaluate(opts.input, batchesOf(opts.eval), opts.profile, opts.signal)
+    fp32Eval = await dataContext('evaluation', () => evaluate(opts.input, batchesOf(opts.eval!), opts.profile, opts.signal))
   }
   const accuracyOf = async (bytes: Uint8Array) => {
     const q = await evaluate(bytes, batchesOf(opts.eval!), opts.profile, opts.signal)
@@ -302,6 +302,21 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   report.seconds = (performance.now() - started) / 1000
   log(report.message)
   return report
+}
+
+/** Dataset errors name the role the data plays here, and always say what to try. */
+async function dataContext<T>(role: 'calibration' | 'evaluation', fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn()
+  } catch (error) {
+    if (!(error instanceof KilnError) || !error.code.startsWith('E_DATA')) throw error
+    throw new KilnError(`${role} data: ${error.message}`, {
+      code: error.code,
+      exitCode: error.exitCode,
+      cause: error,
+      tryMessage: error.tryMessage ?? `Give an .npz with at least one sample, whose arrays are named after the model's inputs and shaped like them.`,
+    })
+  }
 }
 
 function staticOpts(ctx: ModeContext, excluded: (n: NodeProto) => boolean) {
