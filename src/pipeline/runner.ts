@@ -40,6 +40,8 @@ export interface RunTask {
 
 export type TaskExecutor = (tasks: RunTask[]) => Promise<void>
 
+const PLAIN_PROGRESS_INTERVAL_MS = 3000
+
 /** The default executor: stage after stage, one plain log line per event (CI, no TTY, --json). */
 export function plainExecutor(write: (line: string) => void): TaskExecutor {
   return async (tasks) => {
@@ -47,9 +49,16 @@ export function plainExecutor(write: (line: string) => void): TaskExecutor {
       const started = Date.now()
       let title = t.title
       write(`▶ ${title}`)
+      // Plain logs are read later, in CI: one progress line every few seconds per stage, not one per sample.
+      let lastProgress = 0
       try {
         await t.run(
-          (m) => write(`  ${t.id}: ${m}`),
+          (m) => {
+            const now = Date.now()
+            if (now - lastProgress < PLAIN_PROGRESS_INTERVAL_MS) return
+            lastProgress = now
+            write(`  ${t.id}: ${m}`)
+          },
           (next) => {
             title = next
           },
@@ -126,7 +135,9 @@ export async function runPipeline(pipeline: Pipeline, options: RunOptions): Prom
     title: spec.id === spec.uses ? spec.id : `${spec.id} (${spec.uses})`,
     run: async (progress, setTitle) => {
       const report = reports[index]!
-      if (failed) return
+      // A failed stage stops the run; so does a failed quality gate: nothing that missed its gate is
+      // signed, encrypted or published. The remaining stages are reported as skipped.
+      if (failed || gates.some((g) => !g.passed)) return
       if (signal.aborted) throw new AbortedError()
       const t0 = performance.now()
       const datasets: Record<string, string> = {}

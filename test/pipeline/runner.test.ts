@@ -120,10 +120,14 @@ describe('kiln run', () => {
     expect(failed.json.stages[1].error.message).toContain('failed on purpose')
     expect(fs.readFileSync(path.join(failed.json.runDir, 'junit.xml'), 'utf8')).toMatch(/<failure message="tag stage failed on purpose"/)
 
-    pipeline(dir, `  - {id: a, uses: ./tag.mjs, with: {tag: A, score: 0.25}}\n`)
+    pipeline(dir, `  - {id: a, uses: ./tag.mjs, with: {tag: A, score: 0.25}}\n  - {id: publish, uses: ./tag.mjs, with: {tag: P}}\n`)
+    runsLog(dir)
     const gate = await kiln(['run', file, '--json'])
     expect(gate.exitCode).toBe(3)
     expect(gate.json.status).toBe('gate-failed')
+    // Nothing after a failed gate runs: a model that missed its gate is never published.
+    expect(gate.json.stages.map((s: {status: string}) => s.status)).toEqual(['ran', 'skipped'])
+    expect(runsLog(dir)).toEqual(['a'])
     expect(gate.json.gates).toEqual([expect.objectContaining({stage: 'a', name: 'score', value: 0.25, limit: 0.5, passed: false})])
     const junit = fs.readFileSync(path.join(gate.json.runDir, 'junit.xml'), 'utf8')
     expect(junit).toContain('failures="1"')
