@@ -8,6 +8,7 @@ import {z} from 'zod'
 
 /** Stage ids and pipeline names become directory names, so keep them path-safe. */
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/
+const SAFE_NAME_RULE = 'expected letters, digits, `.`, `_` and `-`, starting with a letter or digit'
 
 export const ProfileSchema = z
   .strictObject({
@@ -68,10 +69,14 @@ export const DatasetSchema = z
 export const StageEntrySchema = z
   .strictObject({
     uses: z.string().min(1).describe('A built-in stage kind (`convert`, `quantize`...) or a module path such as `./stages/my-stage.js`.'),
-    with: z.record(z.string(), z.unknown()).default({}).describe("The stage's parameters; each kind documents its own."),
+    with: z
+      .record(z.string(), z.unknown())
+      .nullable()
+      .default({})
+      .describe("The stage's parameters; each kind documents its own. Empty or left out: the stage's defaults."),
     id: z
       .string()
-      .regex(SAFE_NAME, 'letters, digits, `.`, `_` and `-`, starting with a letter or digit')
+      .regex(SAFE_NAME, SAFE_NAME_RULE)
       .optional()
       .describe('Unique id of this stage (default: its kind). Used by `--from`, `--only`, `baseline:` and the run directory.'),
   })
@@ -83,12 +88,12 @@ export const PipelineSchema = z
     version: z.literal(1).describe('Pipeline file format version.'),
     name: z
       .string()
-      .regex(SAFE_NAME, 'letters, digits, `.`, `_` and `-`, starting with a letter or digit')
+      .regex(SAFE_NAME, SAFE_NAME_RULE)
       .describe('Pipeline name, used in run directory names and reports.'),
     model: z.string().min(1).describe('The input model: a path relative to this file or a URI (`.onnx`, TF.js `model.json`).'),
     target: z.string().min(1).default('cpu-2t').describe('Hardware profile benchmarks run on: built-in (`cpu-1t`, `cpu-2t`, `cpu-all`) or one under `profiles`.'),
-    profiles: z.record(z.string().regex(SAFE_NAME), ProfileSchema).default({}).describe('Custom hardware profiles beside the built-in ones.'),
-    datasets: z.record(z.string().regex(SAFE_NAME), DatasetSchema).default({}).describe('Datasets, by name.'),
+    profiles: z.record(z.string().regex(SAFE_NAME, SAFE_NAME_RULE), ProfileSchema).default({}).describe('Custom hardware profiles beside the built-in ones.'),
+    datasets: z.record(z.string().regex(SAFE_NAME, SAFE_NAME_RULE), DatasetSchema).default({}).describe('Datasets, by name.'),
     stages: z.array(StageEntrySchema).min(1).describe('The stages, run in order; each gets the previous one\'s output.'),
   })
   .describe('A kiln pipeline: one model through convert → prune → quantize → evaluate → sign → encrypt → publish.')

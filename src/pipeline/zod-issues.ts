@@ -111,6 +111,10 @@ function expectedName(expected: string): string {
       return 'a list'
     case 'int':
       return 'an integer'
+    case 'record':
+      return 'a mapping'
+    case 'tuple':
+      return 'a list'
     case 'string':
     case 'number':
     case 'boolean':
@@ -156,6 +160,13 @@ export function mapZodIssues(
         }
         break
       }
+      case 'invalid_key': {
+        const key = String(rel.at(-1) ?? '')
+        const nested = (issue as unknown as {issues?: z.core.$ZodIssue[]}).issues ?? []
+        const why = nested.map((i) => i.message).join('; ') || 'not allowed here'
+        out.push(source.issueAt(at, `${formatPath(at.slice(0, -1))}: invalid name \`${key}\`: ${why}`, {atKey: true}))
+        break
+      }
       case 'invalid_type': {
         const expected = expectedName(issue.expected)
         if (value === undefined) {
@@ -182,8 +193,10 @@ export function mapZodIssues(
         }
         // Report the alternative that came closest (fewest nested issues) rather than "invalid input".
         const nested = (issue as unknown as {errors?: z.core.$ZodIssue[][]}).errors ?? []
-        const best = nested.filter((e) => e.length > 0).sort((a, b) => a.length - b.length)[0]
-        if (best && best.every((i) => i.code !== 'invalid_type' || i.path.length > 0)) {
+        // An alternative whose type matched (its issues are deeper inside) says most about the mistake.
+        const matchedType = (e: z.core.$ZodIssue[]): boolean => e.length > 0 && e.every((i) => i.path.length > 0 || (i.code !== 'invalid_type' && i.code !== 'invalid_union'))
+        const best = nested.filter(matchedType).sort((a, b) => a.length - b.length)[0]
+        if (best) {
           out.push(...mapZodIssues({issues: best.map((i) => ({...i, path: [...rel, ...i.path]}))} as z.ZodError, data, schema, source, base))
         } else {
           const types = [...new Set(nested.flat().filter((i) => i.code === 'invalid_type' && i.path.length === 0).map((i) => expectedName((i as {expected: string}).expected)))]

@@ -53,6 +53,21 @@ describe('pipeline file errors: file:line:col, what was expected, did-you-mean',
     ])
   })
 
+  it('explains names, list items and alternatives precisely', async () => {
+    const issues = await issuesOf(
+      'version: 1\nname: "my pipeline"\nmodel: ./m.onnx\ndatasets:\n  "my data": { path: ./x.npz }\n  ok: { path: ./x.npz, preprocess: { resize: big, mean: [0.5, x] } }\nstages:\n  - convert\n  - uses: publish\n    with: 5\n  - uses: convert\n    id: "bad id"\n    with:\n',
+    )
+    expect(issues.map(brief)).toEqual([
+      '2:7 name: expected letters, digits, `.`, `_` and `-`, starting with a letter or digit',
+      '5:3 datasets: invalid name `my data`: expected letters, digits, `.`, `_` and `-`, starting with a letter or digit',
+      '6:46 datasets.ok.preprocess.resize: expected a number or a list, got a string',
+      '6:63 datasets.ok.preprocess.mean[1]: expected a number, got a string',
+      '8:5 stages[0]: expected a mapping, got a string',
+      '10:11 stages[1].with: expected a mapping, got an integer',
+      '12:9 stages[2].id: expected letters, digits, `.`, `_` and `-`, starting with a letter or digit',
+    ])
+  })
+
   it('reports a missing required field at the enclosing mapping', async () => {
     const issues = await issuesOf('version: 1\nname: demo\nstages:\n  - with: { to: ./out }\n')
     expect(issues.map(brief)).toEqual([
