@@ -48,16 +48,24 @@ export function expandTemplate(template: string, vars: TemplateVars): string {
   })
 }
 
+/** Placeholders that vary per publish; a last segment using one of them names the version. */
+const VERSION_NAMES = ['run.id', 'artifact.sha256', 'date']
+
+function namesVersion(segment: string): boolean {
+  return [...segment.matchAll(PLACEHOLDER)].some((m) => VERSION_NAMES.includes(m[1].trim()))
+}
+
 /**
  * Split a target path into the root that holds versions (and the `latest` pointer) and the version
- * name. The last segment is the version when it is templated (`models/x/{run.id}/`); otherwise the
- * whole path is the root and the run id becomes the version, so every publish gets its own folder.
+ * name. The last segment is the version when it uses a per-publish placeholder (`models/x/{run.id}/`,
+ * `{date}-{artifact.sha256}`); otherwise the whole path is the root and the run id is appended as the
+ * version (`models/{pipeline.name}/` → `models/fashion/<run id>/`), so every publish gets its own folder.
  */
 export function splitVersion(templatePath: string, vars: TemplateVars): {root: string; version: string} {
   const trimmed = templatePath.replace(/\/+$/, '')
   const cut = trimmed.lastIndexOf('/')
   const last = trimmed.slice(cut + 1)
-  if (last && hasPlaceholder(last)) {
+  if (last && namesVersion(last)) {
     return {root: expandTemplate(trimmed.slice(0, cut + 1), vars), version: expandTemplate(last, vars)}
   }
   const root = trimmed === '' ? (templatePath.startsWith('/') ? '/' : '') : `${trimmed}/`

@@ -26,6 +26,8 @@ describe('publish targets: templates', () => {
   it('takes a templated last segment as the version, else appends the run id', () => {
     expect(splitVersion('/srv/m/{pipeline.name}/{run.id}/', vars)).toEqual({root: '/srv/m/blaze/', version: 'r1'})
     expect(splitVersion('/srv/m/', vars)).toEqual({root: '/srv/m/', version: 'r1'})
+    expect(splitVersion('/srv/m/{pipeline.name}/', vars)).toEqual({root: '/srv/m/blaze/', version: 'r1'})
+    expect(splitVersion('m/{date}-{artifact.sha256}', vars)).toEqual({root: 'm/', version: '2026-01-02-abc'})
   })
 })
 

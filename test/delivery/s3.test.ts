@@ -12,6 +12,7 @@ import encryptStage from '../../src/stages/encrypt.js'
 import publishStage from '../../src/stages/publish.js'
 import signStage from '../../src/stages/sign.js'
 import {sha256File} from '../../src/util/fs.js'
+import {kiln} from '../helpers/cli.js'
 import {MODELS} from '../helpers/fixtures.js'
 import {makeStageContext} from '../helpers/stage.js'
 import {FaultProxy, type Fault} from './helpers/fault-proxy.js'
@@ -168,6 +169,20 @@ describe('publish to S3 through a fault-injecting proxy', () => {
       proxy.clear()
     })
   }
+})
+
+describe('kiln publish', () => {
+  it('publishes with --s3-endpoint / --s3-path-style and the AWS environment for credentials', async () => {
+    const env = {AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: 'us-east-1'}
+    const r = await kiln(['publish', MODELS.ocrCls, '--to', `s3://${BUCKET}/cli/{pipeline.name}/`, '--name', 'cls', '--run-id', 'r7', '--s3-endpoint', s3.endpoint, '--s3-path-style', '--json'], {env})
+    expect(r.exitCode, r.stderr).toBe(0)
+    expect(r.json.targets[0]).toMatchObject({uri: `s3://${BUCKET}/cli/cls/r7/`, status: 'published', files: 1})
+    expect(await list('cli/cls/')).toEqual(['cli/cls/latest', `cli/cls/r7/${path.basename(MODELS.ocrCls)}`])
+    const bad = await kiln(['publish', MODELS.ocrCls, '--to', `s3://${BUCKET}/cli/{pipeline.name}/`, '--name', 'cls', '--run-id', 'r8', '--s3-endpoint', s3.endpoint, '--json'], {env: {...env, AWS_SECRET_ACCESS_KEY: 'wrong-secret-value'}})
+    expect(bad.exitCode).toBe(1)
+    expect(bad.json.error.message).toMatch(/S3 refused|SignatureDoesNotMatch|403/)
+    expect(bad.stdout + bad.stderr).not.toContain('wrong-secret-value')
+  })
 })
 
 describe('end to end', () => {
