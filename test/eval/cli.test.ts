@@ -1,0 +1,75 @@
+import * as fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {beforeAll, describe, expect, it} from 'vitest'
+import {kiln} from '../helpers/cli.js'
+import {ensureTrainedModels} from '../helpers/fixtures.js'
+
+describe('kiln eval / bench / diff', () => {
+  let t: ReturnType<typeof ensureTrainedModels>
+  beforeAll(() => {
+    t = ensureTrainedModels()
+  }, 300_000)
+
+  it('kiln eval --json prints the metrics; an NPZ named after the inputs needs no mapping', async () => {
+    const r = await kiln(['eval', t.mlp, '--dataset', t.test, '--baseline', t.cnn, '--metrics', 'accuracy,top5,agreement', '--limit', '2000', '--json'])
+    expect(r.exitCode, r.stderr).toBe(0)
+    expect(r.json.samples).toBe(2000)
+    expect(r.json.metrics.accuracy).toBeGreaterThan(0.7)
+    expect(r.json.metrics.top5).toBeGreaterThanOrEqual(r.json.metrics.accuracy)
+    expect(r.json.metrics.agreement).toBeGreaterThan(0.5)
+    expect(r.json.metrics['baseline.accuracy']).toBeGreaterThan(0.7)
+  }, 120_000)
+
+  it('kiln eval explains a dataset without labels (exit 1, JSON error)', async () => {
+    const r = await kiln(['eval', t.mlp, '--dataset', t.calib, '--metrics', 'accuracy', '--json'])
+    expect(r.exitCode).toBe(1)
+    expect(r.json.error.message).toMatch(/need labels/)
+  }, 60_000)
+
+  it('kiln bench --vs prints per-model latency and the speed-up with its interval', async () => {
+    const r = await kiln(['bench', t.cnn, '--vs', t.mlp, '--profile', 'cpu-1t', '--batch', '4', '-n', '60', '--rounds', '6', '--json'])
+    expect(r.exitCode, r.stderr).toBe(0)
+    expect(r.json.models).toHaveLength(2)
+    for (const m of r.json.models) {
+      expect(m.loadMs).toBeGreaterThan(0)
+      const run = m.runs[0]
+      for (const k of ['p50', 'p90', 'p95', 'p99', 'mean']) expect(run.latencyMs[k]).toBeGreaterThan(0)
+      expect(run.throughput).toBeGreaterThan(0)
+      expect(run.peakRssBytes).toBeGreaterThan(0)
+      expect(run.samplesMs).toBeUndefined()
+    }
+    const c = r.json.comparisons[0]
+    expect(c.low).toBeLessThanOrEqual(c.speedup)
+    expect(c.high).toBeGreaterThanOrEqual(c.speedup)
+    expect(['faster', 'slower', 'inconclusive']).toContain(c.verdict)
+  }, 120_000)
+
+  it('kiln bench names the available providers for an unknown profile (exit 2)', async () => {
+    const r = await kiln(['bench', t.cnn, '--profile', 'gpu-x', '--json'])
+    expect(r.exitCode).toBe(2)
+    expect(r.json.error.try).toMatch(/cpu-1t, cpu-2t, cpu-all/)
+  })
+
+  it('kiln diff compares two run reports stage by stage', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-diff-'))
+    const run = (id: string, acc: number, bytes: number) => {
+      const d = path.join(dir, id)
+      fs.mkdirSync(d)
+      const stage = {id: 'evaluate', uses: 'evaluate', status: 'ran', seconds: 1, artifact: {path: 'm.onnx', sha256: 'x', bytes, format: 'onnx'}, metrics: {accuracy: acc, latencyP95Ms: 1.5}}
+      const report = {kiln: '0.1.0', pipeline: 'p', file: 'k.yaml', runId: id, runDir: d, status: 'passed', startedAt: '', seconds: 1, input: {path: 'in.onnx', format: 'onnx', sha256: 'y', bytes: 1000}, stages: [stage], gates: [], runtime: {}}
+      fs.writeFileSync(path.join(d, 'report.json'), JSON.stringify(report))
+      return d
+    }
+    const a = run('a', 0.9, 1000)
+    const b = run('b', 0.88, 500)
+    const r = await kiln(['diff', a, b, '--json'])
+    expect(r.exitCode, r.stderr).toBe(0)
+    expect(r.json.stages[0].metrics.find((m: {name: string}) => m.name === 'accuracy').delta).toBeCloseTo(-0.02, 10)
+    const md = await kiln(['diff', a, b])
+    expect(md.stdout).toContain('| evaluate (evaluate) | ran → ran | 1000 B → 500 B | -50.0% |')
+    expect(md.stdout).not.toContain('latencyP95Ms')
+    const missing = await kiln(['diff', a, path.join(dir, 'nope')])
+    expect(missing.exitCode).toBe(2)
+  }, 60_000)
+})
