@@ -3,7 +3,7 @@ import {toFloat16Array} from './float16.js'
 import {attrFloat, attrInt, attrInts, attrString, getAttribute} from './graph.js'
 import type {ScopeFacts} from './infer.js'
 import {DataType, NodeProtoSchema, create} from './proto.js'
-import type {NodeProto, TensorProto} from './proto.js'
+import type {NodeProto} from './proto.js'
 import {dtypeName, makeTensor, tensorToFloat32} from './tensor.js'
 import type {TypedArray} from './tensor.js'
 
@@ -12,8 +12,6 @@ export class Refusal extends Error {}
 
 export interface RewriteContext {
   facts: ScopeFacts
-  /** The opset the rewritten nodes must be valid in. */
-  targetOpset: number
   /** A tensor name not used anywhere in the model. */
   unique(base: string): string
 }
@@ -259,4 +257,3 @@ const COMPATIBLE = (
 
 export const KNOWN_OPS = new Set([...COMPATIBLE, ...Object.keys(BREAKING)])
 
-export type {TensorProto}

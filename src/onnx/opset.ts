@@ -94,7 +94,7 @@ export function upgradeModel(model: ModelProto, options: OpsetUpgradeOptions = {
 
   const visit = (graph: GraphProto, parent?: ScopeFacts) => {
     const facts = new ScopeFacts(graph, parent)
-    const ctx: RewriteContext = {facts, targetOpset: toOpset, unique}
+    const ctx: RewriteContext = {facts, unique}
     const list: NodeProto[] = []
     let changed = false
     for (const node of graph.node) {

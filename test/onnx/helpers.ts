@@ -26,29 +26,35 @@ function hwcToChw(hwc: Float32Array, h: number, w: number, norm: (v: number) => 
 }
 
 /** 512 samples (32 ms) of real 16 kHz speech at a fraction of a recording, as float32 in [-1,1]. */
-function speech(at: number): Float32Array {
+function speech(at: number, samples = 512): Float32Array {
   const wav = fs.readFileSync(fixture('data/speech/cards-001.wav'))
   const dataAt = wav.indexOf('data') + 8
   const pcm = new Int16Array(wav.buffer.slice(wav.byteOffset + dataAt, wav.byteOffset + wav.length - ((wav.length - dataAt) % 2)))
-  const offset = Math.floor((pcm.length - 512) * at)
-  return Float32Array.from(pcm.subarray(offset, offset + 512), (v) => v / 32768)
+  const offset = Math.floor((pcm.length - samples) * at)
+  return Float32Array.from(pcm.subarray(offset, offset + samples), (v) => v / 32768)
 }
 
 const f32 = (data: Float32Array, dims: number[]): Feed => ({type: 'float32', data, dims})
 
 /**
  * Realistic inputs for each real model: photos for the vision models (OCR at two input sizes, as its
- * H/W are dynamic), real speech plus state and sample rate for Silero.
+ * H/W are dynamic), real speech plus state and sample rate for Silero, at 16 kHz and at 8 kHz (256
+ * samples): the sample rate selects the If branch, so both branches run.
  */
 export async function realFeeds(key: ModelKey): Promise<Feeds[]> {
-  const sr: Feed = {type: 'int64', data: BigInt64Array.of(16000n), dims: []}
+  const rate = (hz: number): Feed => ({type: 'int64', data: BigInt64Array.of(BigInt(hz)), dims: []})
+  const chunks = [
+    {samples: speech(0.3), sr: rate(16000)},
+    {samples: speech(0.6), sr: rate(16000)},
+    {samples: speech(0.5, 256), sr: rate(8000)},
+  ]
   switch (key) {
     case 'blazeface':
       return [{'input:0': f32(Float32Array.from(await photo('astronaut.png', 128, 128), (v) => v * 2 - 1), [1, 128, 128, 3])}]
     case 'sileroV5':
-      return [0.3, 0.6].map((o) => ({input: f32(speech(o), [1, 512]), state: f32(new Float32Array(2 * 128), [2, 1, 128]), sr}))
+      return chunks.map((c) => ({input: f32(c.samples, [1, c.samples.length]), state: f32(new Float32Array(2 * 128), [2, 1, 128]), sr: c.sr}))
     case 'sileroLegacy':
-      return [0.3, 0.6].map((o) => ({input: f32(speech(o), [1, 512]), sr, h: f32(new Float32Array(2 * 64), [2, 1, 64]), c: f32(new Float32Array(2 * 64), [2, 1, 64])}))
+      return chunks.map((c) => ({input: f32(c.samples, [1, c.samples.length]), sr: c.sr, h: f32(new Float32Array(2 * 64), [2, 1, 64]), c: f32(new Float32Array(2 * 64), [2, 1, 64])}))
     case 'ocrDet': {
       const sizes = [
         [64, 96],
