@@ -94,7 +94,7 @@ async function main(): Promise<void> {
           const b = await bareLoop(session, w, 1.5)
           bare = {n: bare.n + b.n, seconds: bare.seconds + b.seconds}
           const a = await load(server, w, 2)
-          served = {n: served.n + a.requests.total, seconds: served.seconds + a.duration / 1000}
+          served = {n: served.n + a.requests.total, seconds: served.seconds + a.duration}
         }
         await session.release()
         const r = await load(server, w, SECONDS)
@@ -102,7 +102,7 @@ async function main(): Promise<void> {
         const servedRate = served.n / served.seconds
         const ok = r.errors === 0 && r.non2xx === 0 && r.timeouts === 0
         console.log(
-          `  ${w.label.padEnd(22)} ${fmt(bareRate).padStart(10)}  ${fmt(servedRate).padStart(12)}  ${fmt((100 * servedRate) / bareRate, 0).padStart(4)}%  | ${fmt(r.requests.total / (r.duration / 1000)).padStart(15)}  ${fmt(r.latency.p50).padStart(6)}  ${fmt(r.latency.p99).padStart(6)}  ${String(r.errors).padStart(6)}  ${String(r.non2xx).padStart(6)}${ok ? '' : '  <-- FAILED'}`,
+          `  ${w.label.padEnd(22)} ${fmt(bareRate).padStart(10)}  ${fmt(servedRate).padStart(12)}  ${fmt((100 * servedRate) / bareRate, 0).padStart(4)}%  | ${fmt(r.requests.total / r.duration).padStart(15)}  ${fmt(r.latency.p50).padStart(6)}  ${fmt(r.latency.p99).padStart(6)}  ${String(r.errors).padStart(6)}  ${String(r.non2xx).padStart(6)}${ok ? '' : '  <-- FAILED'}`,
         )
       }
     } finally {

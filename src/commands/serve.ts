@@ -40,7 +40,7 @@ export default class Serve extends KilnCommand {
     'drain-timeout': Flags.integer({description: 'Seconds shutdown waits for in-flight requests.', default: 30, min: 0}),
     's3-endpoint': Flags.string({description: 'S3 endpoint URL for an s3:// repository (default: AWS_ENDPOINT_URL_S3 / AWS).'}),
     's3-region': Flags.string({description: 'S3 region (default: AWS_REGION, else us-east-1).'}),
-    's3-path-style': Flags.boolean({description: 'Path-style S3 addressing (radosgw, MinIO and most self-hosted S3).'}),
+    's3-path-style': Flags.boolean({description: 'Address buckets by path (default: on with a custom endpoint).', allowNo: true}),
   }
 
   async run(): Promise<ServeResult> {
@@ -79,7 +79,7 @@ export default class Serve extends KilnCommand {
       maxQueue: flags['max-queue'],
       maxBody: flags['max-body'],
       drainTimeoutSeconds: flags['drain-timeout'],
-      s3: {endpoint: flags['s3-endpoint'], region: flags['s3-region'], forcePathStyle: flags['s3-path-style'] || undefined},
+      s3: {endpoint: flags['s3-endpoint'], region: flags['s3-region'], forcePathStyle: flags['s3-path-style']},
       security: {publicKeyPem, dataKey},
       logLevel: flags.verbose ? 'debug' : 'info',
       version: this.config.version,

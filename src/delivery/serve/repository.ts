@@ -81,7 +81,7 @@ export class ModelRepository {
   async loadAll(): Promise<void> {
     if (!this.source) return
     const found = await this.source.list()
-    await Promise.all(found.map((m) => this.serialize(m.name, () => ('error' in m ? this.markFailed(m.name, m.error) : this.loadEntry(m)))))
+    await Promise.all(found.map((m) => this.serialize(m.name, async () => ('error' in m ? this.markFailed(m.name, m.error) : this.loadEntry(m)))))
   }
 
   /** Per-model mutual exclusion: a load and an unload of one model never interleave. */
@@ -95,11 +95,17 @@ export class ModelRepository {
     return next
   }
 
-  private async markFailed(name: string, reason: string): Promise<void> {
+  /** Record why a model could not be loaded; a model already serving keeps serving its loaded versions. */
+  private async markFailed(name: string, reason: string): Promise<boolean> {
     const m = this.entry(name)
+    this.logger.log('warn', 'model refused', {model: name, reason})
+    if (m.state === 'READY') {
+      m.reason = `reload failed: ${reason}`
+      return false
+    }
     m.state = 'UNAVAILABLE'
     m.reason = reason
-    this.logger.log('warn', 'model refused', {model: name, reason})
+    return false
   }
 
   private entry(name: string): ServedModel {
@@ -124,7 +130,8 @@ export class ModelRepository {
     }
   }
 
-  private async loadEntry(entry: ModelEntry): Promise<void> {
+  /** Load every version of a model; true when the new versions now serve. */
+  private async loadEntry(entry: ModelEntry): Promise<boolean> {
     const m = this.entry(entry.name)
     const nameProblem = checkModelName(entry.name)
     if (nameProblem) return this.markFailed(entry.name, nameProblem)
@@ -143,15 +150,16 @@ export class ModelRepository {
       }
     }
     if (fresh.size === 0) {
-      m.failures = failures
+      const reason = [...failures.entries()].map(([v, r]) => `version ${v}: ${r}`).join('; ') || 'no versions found'
       if (wasReady) {
         // Keep serving what works; the index shows why the new versions were refused.
-        m.reason = `reload failed: ${[...failures.values()].join('; ')}`
-        return
+        m.reason = `reload failed: ${reason}`
+        return false
       }
+      m.failures = failures
       m.state = 'UNAVAILABLE'
-      m.reason = [...failures.entries()].map(([v, r]) => `version ${v}: ${r}`).join('; ') || 'no versions found'
-      return
+      m.reason = reason
+      return false
     }
     const old = [...m.versions.values()]
     m.versions = fresh
@@ -163,6 +171,7 @@ export class ModelRepository {
     for (const v of fresh.values()) {
       this.logger.log('info', 'model ready', {model: entry.name, version: v.version, file: v.modelFile, verified: v.verified, encrypted: v.encrypted, ms: Math.round(performance.now() - started)})
     }
+    return true
   }
 
   private retire(v: ServedVersion): void {
@@ -170,11 +179,14 @@ export class ModelRepository {
     if (v.inflight === 0) void this.pool.unload(v.key)
   }
 
-  /** `load` of the repository API: from pushed files when given, else again from the source. */
+  /**
+   * `load` of the repository API: from pushed files when given, else again from the source. A
+   * failed reload of a serving model answers 400 and leaves the loaded versions serving.
+   */
   async load(name: string, pushedVersions?: VersionEntry[]): Promise<void> {
     const nameProblem = checkModelName(name)
     if (nameProblem) throw new HttpError(400, nameProblem)
-    await this.serialize(name, async () => {
+    const loaded = await this.serialize(name, async () => {
       let entry: ModelEntry | undefined
       if (pushedVersions && pushedVersions.length > 0) {
         const sorted = [...pushedVersions].sort((a, b) => compareVersions(a.version, b.version))
@@ -186,10 +198,13 @@ export class ModelRepository {
         entry = listed ?? this.pushed.get(name)
       }
       if (!entry) throw new HttpError(404, `no model '${name}' in the repository ${this.description}`)
-      await this.loadEntry(entry)
+      return this.loadEntry(entry)
     })
-    const m = this.models.get(name)
-    if (m?.state !== 'READY') throw new HttpError(400, `failed to load '${name}': ${m?.reason ?? 'unknown reason'}`)
+    if (!loaded) {
+      const m = this.models.get(name)
+      const serving = m?.state === 'READY' ? ' (the loaded versions keep serving)' : ''
+      throw new HttpError(400, `failed to load '${name}': ${(m?.reason ?? 'unknown reason').replace(/^reload failed: /, '')}${serving}`)
+    }
   }
 
   async unload(name: string): Promise<void> {

@@ -1,15 +1,17 @@
 import {createHash} from 'node:crypto'
 import path from 'node:path'
-import {GetObjectCommand, ListObjectsV2Command, NoSuchKey, S3Client, type S3ClientConfig} from '@aws-sdk/client-s3'
+import {GetObjectCommand, ListObjectsV2Command, NoSuchKey, type S3Client} from '@aws-sdk/client-s3'
 import {KilnError, UsageError} from '../../errors.js'
+import {createS3Client} from '../targets/s3-client.js'
 import type {LatestPointer} from '../targets/types.js'
 import type {ModelEntry, ModelSource} from './sources.js'
 
-/** Connection settings beyond the standard AWS environment (credentials, AWS_REGION, AWS_ENDPOINT_URL_S3). */
+/** Connection settings beyond the standard AWS environment (credentials, AWS_REGION, AWS_ENDPOINT_URL_S3), as `publish` takes them. */
 export interface S3SourceOptions {
+  /** Endpoint URL (radosgw, MinIO...); default from the AWS environment. */
   endpoint?: string
   region?: string
-  /** Path-style addressing (bucket in the path), which radosgw and most self-hosted S3 need. */
+  /** Path-style addressing (bucket in the path); on by default with a custom endpoint. */
   forcePathStyle?: boolean
 }
 
@@ -81,11 +83,7 @@ async function readPublishedModel(client: S3Client, bucket: string, root: string
  */
 export function s3Source(uri: string, options: S3SourceOptions = {}): ModelSource {
   const {bucket, prefix} = parseUri(uri)
-  const config: S3ClientConfig = {requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED'}
-  if (options.endpoint) config.endpoint = options.endpoint
-  config.region = options.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1'
-  if (options.forcePathStyle !== undefined) config.forcePathStyle = options.forcePathStyle
-  const client = new S3Client(config)
+  const client = createS3Client(options)
   return {
     description: `s3://${bucket}/${prefix}`,
     async list() {
