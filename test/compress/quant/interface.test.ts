@@ -1,0 +1,66 @@
+import * as fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import stage from '../../../src/stages/quantize.js'
+import {loadStage} from '../../../src/stages/registry.js'
+import {readModel} from '../../../src/onnx/model.js'
+import {writeNpz} from '../../../src/data/npz-write.js'
+import {kiln} from '../../helpers/cli.js'
+import {MODELS, ensureFixtures} from '../../helpers/fixtures.js'
+import {makeStageContext} from '../../helpers/stage.js'
+import {feedsFor} from './models.js'
+
+ensureFixtures()
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-quant-if-'))
+afterAll(() => fs.rmSync(dir, {recursive: true, force: true}))
+const calib = path.join(dir, 'cls-calib.npz')
+
+beforeAll(async () => {
+  // Direction classifier input: 4 text-line crops [3, 48, 192] built from the model's own test input, shifted.
+  const x = (await feedsFor('ocrCls')).x!.data as Float32Array
+  const n = 4
+  const data = new Float32Array(n * x.length)
+  for (let s = 0; s < n; s++) for (let i = 0; i < x.length; i++) data[s * x.length + i] = x[(i + s * 997) % x.length]!
+  await writeNpz(calib, {x: {dtype: '<f4', shape: [n, 3, 48, 192], data}})
+})
+
+describe('quantize stage', () => {
+  it('is registered, validates `with`, and writes a model with metrics', async () => {
+    expect((await loadStage('quantize', dir)).kind).toBe('quantize')
+    expect(stage.schema.safeParse({mode: 'static'}).success).toBe(false)
+    expect(stage.schema.safeParse({mode: 'int4', blockSize: 48}).success).toBe(false)
+    expect(stage.schema.safeParse({mode: 'dynamic', maxAccuracyDrop: 0.01}).success).toBe(false)
+    const params = stage.schema.parse({mode: 'static', calibration: {dataset: 'calib', method: 'entropy'}, neverSlower: false})
+    expect(stage.datasets!(params)).toEqual(['calib'])
+    const {ctx, input} = await makeStageContext({input: MODELS.ocrCls, datasets: {calib: {path: calib}}})
+    const r = await stage.run(ctx, input, params)
+    expect(r.artifact!.format).toBe('onnx')
+    const m = await readModel(r.artifact!.path)
+    expect(m.graph!.node.some((n) => n.opType === 'QuantizeLinear')).toBe(true)
+    expect(r.metrics.mode).toBe('static')
+    expect((r.metrics.calibration as {method: string}).method).toBe('entropy')
+    expect((r.metrics.quantizedNodes as Record<string, number>).Conv).toBeGreaterThan(10)
+    expect(r.metrics.outputBytes as number).toBeLessThan(r.metrics.inputBytes as number)
+  })
+})
+
+// Runs the built CLI: `npm test` builds first (pretest).
+describe('kiln quantize', () => {
+  it('--json prints the metrics and writes the model', async () => {
+    const out = path.join(dir, 'cli.fp16.onnx')
+    const r = await kiln(['quantize', MODELS.ocrCls, '-o', out, '--mode', 'fp16', '--json'])
+    expect(r.exitCode).toBe(0)
+    expect(r.json.mode).toBe('fp16')
+    expect(r.json.decision).toBe('quantized')
+    expect(r.json.sizeRatio).toBeLessThan(0.6)
+    expect(fs.existsSync(out)).toBe(true)
+  })
+
+  it('usage errors exit 2 with what to try', async () => {
+    const r = await kiln(['quantize', MODELS.ocrCls, '-o', path.join(dir, 'x.onnx'), '--mode', 'static', '--json'])
+    expect(r.exitCode).toBe(2)
+    expect(r.json.error.message).toMatch(/calibration/)
+    expect(r.json.error.try).toBeTruthy()
+  })
+})
