@@ -133,3 +133,19 @@ describe('verification', () => {
     await expect(fsp.stat(out)).rejects.toThrow()
   })
 })
+
+describe('opset', () => {
+  it('targets opsets 13 to 21 (reduction axes move to inputs at 18) and refuses older ones', async () => {
+    const dir = await tempDir()
+    for (const opset of [13, 18, 21]) {
+      const out = path.join(dir, `e${opset}.onnx`)
+      const r = await convertTfjs(HUMAN('emotion'), out, {opset, verify: {images: IMAGES, samples: 1}})
+      expect((r.metrics.verify as VerifyReport).passed).toBe(true)
+      const model = await readModel(out)
+      expect(model.opsetImport.find((o) => o.domain === '')!.version).toBe(BigInt(opset))
+    }
+    const err = await convertTfjs(HUMAN('emotion'), path.join(dir, 'x.onnx'), {opset: 11}).catch((e) => e)
+    expect(err).toBeInstanceOf(KilnError)
+    expect(err.exitCode).toBe(2)
+  })
+})

@@ -1,5 +1,6 @@
 import {makeGraph, makeModel} from '../../onnx/build.js'
 import type {ModelProto, NodeProto, TensorProto} from '../../onnx/proto.js'
+import {minIrVersion} from '../../onnx/opset.js'
 import type {GraphBuilder} from './builder.js'
 
 /**
@@ -35,5 +36,5 @@ export function assembleModel(b: GraphBuilder, name: string, opset: number, cust
   })
   const opsets: Record<string, number> = {'': opset}
   if (customOpDomain && b.customOps.size) opsets[customOpDomain] = 1
-  return makeModel(graph, opsets, opset >= 19 ? 9 : 8)
+  return makeModel(graph, opsets, minIrVersion(opset))
 }

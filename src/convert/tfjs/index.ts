@@ -1,5 +1,5 @@
 import path from 'node:path'
-import {AbortedError, KilnError} from '../../errors.js'
+import {AbortedError, KilnError, UsageError} from '../../errors.js'
 import {modelToBytes, writeModel} from '../../onnx/model.js'
 import {assembleModel} from './assemble.js'
 import {convertGraphModel} from './graph/convert.js'
@@ -44,7 +44,7 @@ const MIN_OPSET = 13
 export async function convertTfjs(modelJson: string, outFile: string, options: TfjsConvertOptions = {}): Promise<TfjsConvertResult> {
   const opset = options.opset ?? 17
   if (!Number.isInteger(opset) || opset < MIN_OPSET || opset > 21) {
-    throw new KilnError(`opset ${opset} is not supported for TF.js conversion (supported: ${MIN_OPSET}–21)`, {code: 'E_USAGE', exitCode: 2, tryMessage: 'Use opset 17 (the default).'})
+    throw new UsageError(`opset ${opset} is not supported for TF.js conversion (supported: ${MIN_OPSET}–21)`, {tryMessage: 'Use opset 17 (the default).'})
   }
   const nchw = options.layout === 'nchw'
   const log = options.log ?? (() => {})
@@ -83,7 +83,7 @@ export async function convertTfjs(modelJson: string, outFile: string, options: T
       if (!verify.passed) {
         const bad = verify.outputs.filter((o) => !o.passed)
         throw new KilnError(
-          `converted model disagrees with TF.js above tolerance ${tolerance}: ${bad.map((o) => `${o.name} rel error ${o.relError.toExponential(2)} (max abs ${o.maxAbsError.toExponential(2)}, scale ${o.scale.toExponential(2)})`).join('; ')}`,
+          `converted model disagrees with TF.js above tolerance ${tolerance}: ${bad.map((o) => o.shapeMismatch ? `${o.name} shape ${o.shapeMismatch}` : `${o.name} rel error ${o.relError.toExponential(2)} (max abs ${o.maxAbsError.toExponential(2)}, scale ${o.scale.toExponential(2)})`).join('; ')}`,
           {code: 'E_TFJS_VERIFY', tryMessage: 'Report the model so the op conversion can be fixed; raise the tolerance only if the error is expected (e.g. a huge-range output).'},
         )
       }

@@ -21,10 +21,14 @@ export interface OutputAgreement {
   /** maxAbsError / scale. */
   relError: number
   passed: boolean
+  /** Set when the two runtimes disagree on the output's shape. */
+  shapeMismatch?: string
 }
 
 export interface VerifyReport {
   backend: TfjsBackendName
+  /** Why a faster backend was not used (e.g. tfjs-node not installed). */
+  backendNotes: string[]
   samples: number
   inputSource: string
   tolerance: number
@@ -34,8 +38,8 @@ export interface VerifyReport {
 
 type Tensors = Record<string, {data: Float32Array | Int32Array; shape: number[]}>
 
-async function runTfjs(model: LoadedTfjsModel, inputs: InterfaceSpec[], outputs: InterfaceSpec[], samples: Sample[]): Promise<{backend: TfjsBackendName; results: Tensors[]}> {
-  const {tf, backend} = await loadTfjs()
+async function runTfjs(model: LoadedTfjsModel, inputs: InterfaceSpec[], outputs: InterfaceSpec[], samples: Sample[]): Promise<{backend: TfjsBackendName; notes: string[]; results: Tensors[]}> {
+  const {tf, backend, notes} = await loadTfjs()
   const json = model.json
   const handler = tf.io.fromMemory({
     modelTopology: json.modelTopology,
@@ -83,7 +87,7 @@ async function runTfjs(model: LoadedTfjsModel, inputs: InterfaceSpec[], outputs:
       m.dispose()
     }
   }
-  return {backend, results}
+  return {backend, notes, results}
 }
 
 async function runOnnx(file: string | Uint8Array, inputs: InterfaceSpec[], samples: Sample[], nchw: boolean): Promise<Tensors[]> {
@@ -133,9 +137,9 @@ export async function verifyAgainstTfjs(
   samples: Sample[],
   options: {tolerance: number; inputSource: string},
 ): Promise<VerifyReport> {
-  const {backend, results: ref} = await runTfjs(model, io.inputs, io.outputs, samples)
+  const {backend, notes, results: ref} = await runTfjs(model, io.inputs, io.outputs, samples)
   const got = await runOnnx(onnxFile, io.inputs, samples, io.nchw)
-  const outputs = io.outputs.map((o) => {
+  const outputs = io.outputs.map((o): OutputAgreement => {
     let maxAbs = 0
     let scale = 0
     for (let k = 0; k < samples.length; k++) {
@@ -143,7 +147,7 @@ export async function verifyAgainstTfjs(
       const b = got[k]![o.name]
       if (!b) throw new KilnError(`converted model has no output '${o.name}'`, {code: 'E_TFJS_VERIFY'})
       if (a.data.length !== b.data.length || a.shape.join(',') !== b.shape.join(',')) {
-        return {name: o.name, maxAbsError: Number.POSITIVE_INFINITY, scale: 0, relError: Number.POSITIVE_INFINITY, passed: false, shapes: [a.shape, b.shape]}
+        return {name: o.name, maxAbsError: Number.POSITIVE_INFINITY, scale: 0, relError: Number.POSITIVE_INFINITY, passed: false, shapeMismatch: `TF.js [${a.shape.join(',')}] vs ONNX [${b.shape.join(',')}]`}
       }
       for (let j = 0; j < a.data.length; j++) {
         const x = a.data[j]!
@@ -156,5 +160,5 @@ export async function verifyAgainstTfjs(
     const relError = scale > 0 ? maxAbs / scale : maxAbs
     return {name: o.name, maxAbsError: maxAbs, scale, relError, passed: relError <= options.tolerance}
   })
-  return {backend, samples: samples.length, inputSource: options.inputSource, tolerance: options.tolerance, outputs, passed: outputs.every((o) => o.passed)}
+  return {backend, backendNotes: notes, samples: samples.length, inputSource: options.inputSource, tolerance: options.tolerance, outputs, passed: outputs.every((o) => o.passed)}
 }

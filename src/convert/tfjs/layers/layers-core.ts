@@ -101,13 +101,7 @@ export const dense: LayerConverter = (ctx) => {
     const bias = ctx.need('bias')
     y = b.op('Add', [y.name, b.constant(`${hint}_bias`, bias.data as Float32Array, bias.shape).name], {}, {hint: `${hint}_bias`, dtype: DataType.FLOAT, shape})
   }
-  return [finish(ctx, y)]
-}
-
-/** Apply the activation and make sure the layer's own output carries the layer name. */
-export function finish(ctx: LayerContext, y: Val): Val {
-  const z = withActivation(ctx, y)
-  return z
+  return [withActivation(ctx, y)]
 }
 
 /** Add / Subtract / Multiply / Average / Maximum / Minimum. */
