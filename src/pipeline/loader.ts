@@ -192,9 +192,12 @@ async function checkStages(
       try {
         stage = await loadStage(uses, baseDir)
       } catch (error) {
-        const where = kinds.includes(uses) ? `built-in stage \`${uses}\`` : `custom stage module ${path.resolve(baseDir, uses)}`
-        const message = errorMessage(error).includes(uses) ? errorMessage(error) : `${where}: ${errorMessage(error)}`
-        issues.push(source.issueAt([...at, 'uses'], message, {suggestion: kinds.includes(uses) ? undefined : 'the module must `export default` a stage made with defineStage()'}))
+        const builtin = kinds.includes(uses)
+        const file = uses.startsWith('file:') ? uses : path.resolve(baseDir, uses)
+        let message = errorMessage(error).includes(uses) ? errorMessage(error) : `${builtin ? `built-in stage \`${uses}\`` : `custom stage module ${uses}`}: ${errorMessage(error)}`
+        // Name the file the module resolved to, so a wrong base directory is obvious.
+        if (!builtin && !message.includes(file)) message += ` (module ${file})`
+        issues.push(source.issueAt([...at, 'uses'], message, {suggestion: builtin ? undefined : 'the module must `export default` a stage made with defineStage()'}))
       }
     } else {
       issues.push(

@@ -135,6 +135,7 @@ describe('pipeline file errors: file:line:col, what was expected, did-you-mean',
     const {issues, exitCode} = error as PipelineFileError
     expect(exitCode).toBe(2)
     expect(issues.map(brief)).toEqual([expect.stringMatching(/^5:11 cannot load custom stage module \.\/stages\/broken\.mjs: cannot initialise the frobnicator/)])
+    expect(issues[0].message).toContain(`(module ${path.join(dir, 'stages', 'broken.mjs')})`)
   })
 
   it('reports a custom stage module that does not export a stage', async () => {
