@@ -1,0 +1,151 @@
+#!/usr/bin/env tsx
+// Quantization targets, each ratio against a baseline measured in the same run:
+//  - static int8 accuracy and top-1 agreement: BlazeFace on the full LFW subset (200), the trained
+//    Fashion-MNIST MLP and CNN on the full 10k test set;
+//  - fp16 size ratio and output cosine on real inputs;
+//  - int8 vs fp32 latency A/B at batch 1 and 32 (and what the never-slower choice ships);
+//  - a generated ≥400 MB transformer-shaped model through dynamic and int4: time and peak RSS
+//    (each in its own process, so the RSS is that run's alone).
+//
+//   npx tsx bench/quantize.ts            everything (several minutes on 2 cores)
+//   npx tsx bench/quantize.ts --quick    fewer test images, no large model
+import {execFileSync} from 'node:child_process'
+import * as fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {quantizeModel} from '../src/compress/quant/index.js'
+import type {QuantizeOptions} from '../src/compress/quant/index.js'
+import {cosine} from '../src/compress/quant/math.js'
+import {agreement, evaluate} from '../src/compress/quant/measure.js'
+import {readBatches} from '../src/data/dataset.js'
+import {writeModel} from '../src/onnx/model.js'
+import {benchmarkAB} from '../src/runtime/bench.js'
+import {getProfile} from '../src/runtime/profiles.js'
+import {MODELS, ensureTrainedModels} from '../test/helpers/fixtures.js'
+import {writeLfwNpz} from '../test/compress/quant/lfw.js'
+import {feedsFor, runModel, transformerModel} from '../test/compress/quant/models.js'
+import type {ModelKey} from '../test/compress/quant/models.js'
+
+// Child mode: quantize one file and report time and peak RSS.
+if (process.argv[2] === '--child') {
+  const [, , , mode, input, output] = process.argv
+  const t = performance.now()
+  const r = await quantizeModel({input: input!, output: output!, mode: mode as 'dynamic', profile: getProfile('cpu-2t'), neverSlower: false})
+  const seconds = (performance.now() - t) / 1000
+  process.stdout.write(JSON.stringify({seconds, maxRssBytes: process.resourceUsage().maxRSS * 1024, sizeRatio: r.sizeRatio, quantizedNodes: r.quantizedNodes}))
+  process.exit(0)
+}
+
+const quick = process.argv.includes('--quick')
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-quant-'))
+const profile = getProfile('cpu-2t')
+const out = (name: string) => path.join(dir, name)
+const pct = (x?: number) => (x === undefined ? '-' : `${(x * 100).toFixed(2)}%`)
+
+async function accuracyRow(label: string, model: string, opts: Omit<QuantizeOptions, 'input' | 'output' | 'profile'>, test: {name: string; path: string; limit?: number}) {
+  const file = out(`${label.replace(/\W+/g, '_')}.onnx`)
+  const r = await quantizeModel({input: model, output: file, profile, neverSlower: false, ...opts})
+  const batchSize = model === MODELS.blazeface ? 1 : 256
+  const batches = () => readBatches(test, {batchSize, inputs: undefined})
+  const a = await evaluate(model, batches, profile)
+  const b = await evaluate(file, batches, profile)
+  const row = {label, samples: a.samples, fp32: a.accuracy, int8: b.accuracy, drop: (a.accuracy ?? 0) - (b.accuracy ?? 0), agreement: agreement(a.predictions, b.predictions), fallback: r.fallback.length, seconds: r.seconds}
+  console.log(`${label}: fp32 ${pct(row.fp32)} → ${pct(row.int8)} (drop ${(row.drop * 100).toFixed(2)} points), agreement ${pct(row.agreement)}, ${row.fallback} fallback, quantized in ${row.seconds.toFixed(1)} s`)
+  return row
+}
+
+const results: Record<string, unknown> = {}
+
+// 1. Accuracy: BlazeFace on LFW.
+const lfwAll = out('lfw-all.npz')
+const lfwCalib = out('lfw-calib.npz')
+const lfwEval = out('lfw-eval.npz')
+await writeLfwNpz(lfwAll, [...Array(200).keys()])
+await writeLfwNpz(lfwCalib, [...Array(32)].map((_, i) => (i < 16 ? i * 6 + 2 : 100 + (i - 16) * 6 + 2)))
+await writeLfwNpz(lfwEval, [...Array(40)].map((_, i) => (i < 20 ? i * 5 + 1 : 100 + (i - 20) * 5 + 1)))
+const lfw = {name: 'lfw', path: lfwAll, inputs: {'input:0': 'input:0'}}
+const calibLfw = {name: 'calib', path: lfwCalib}
+results.blazeface = [
+  await accuracyRow('BlazeFace static minmax', MODELS.blazeface, {mode: 'static', calibration: calibLfw, method: 'minmax'}, lfw),
+  await accuracyRow('BlazeFace static percentile', MODELS.blazeface, {mode: 'static', calibration: calibLfw, method: 'percentile'}, lfw),
+  await accuracyRow('BlazeFace static entropy', MODELS.blazeface, {mode: 'static', calibration: calibLfw, method: 'entropy'}, lfw),
+  await accuracyRow('BlazeFace static accuracy-aware (0.5 pt on 40 held-out samples)', MODELS.blazeface, {mode: 'static', calibration: calibLfw, method: 'percentile', eval: {name: 'eval', path: lfwEval}, maxAccuracyDrop: 0.005}, lfw),
+]
+
+// 2. Accuracy: trained Fashion-MNIST models on the full test set.
+const trained = ensureTrainedModels()
+const fashionTest = {name: 'test', path: trained.test, limit: quick ? 1000 : undefined}
+const fashionCalib = {name: 'calib', path: trained.calib}
+results.fashion = [
+  await accuracyRow('Fashion MLP static', trained.mlp, {mode: 'static', calibration: fashionCalib}, fashionTest),
+  await accuracyRow('Fashion CNN static', trained.cnn, {mode: 'static', calibration: fashionCalib}, fashionTest),
+  await accuracyRow('Fashion MLP dynamic', trained.mlp, {mode: 'dynamic'}, fashionTest),
+]
+
+// 3. fp16: size and cosine on real inputs.
+const fp16Rows = []
+for (const key of Object.keys(MODELS) as ModelKey[]) {
+  const file = out(`${key}.fp16.onnx`)
+  const r = await quantizeModel({input: MODELS[key], output: file, mode: 'fp16', profile})
+  const feeds = await feedsFor(key)
+  const a = await runModel(MODELS[key], feeds)
+  const b = await runModel(file, feeds)
+  const k = Object.keys(a)[0]!
+  fp16Rows.push({model: key, sizeRatio: r.sizeRatio, cosine: cosine(a[k]!, b[k]!)})
+}
+{
+  const file = out('cnn.fp16.onnx')
+  const r = await quantizeModel({input: trained.cnn, output: file, mode: 'fp16', profile})
+  const ort = await import('onnxruntime-node')
+  let first: {data: Float32Array; dims: number[]} | undefined
+  for await (const b of readBatches({name: 'test', path: trained.test, limit: 256}, {batchSize: 256})) first ??= b.inputs.input as never
+  const x = new ort.Tensor('float32', first!.data, first!.dims)
+  const a = await runModel(trained.cnn, {input: x})
+  const b = await runModel(file, {input: x})
+  fp16Rows.push({model: 'fashion_cnn (256 test images)', sizeRatio: r.sizeRatio, cosine: cosine(a.logits!, b.logits!)})
+}
+for (const r of fp16Rows) console.log(`fp16 ${r.model}: size ${r.sizeRatio.toFixed(3)}×, cosine ${r.cosine.toFixed(6)}`)
+results.fp16 = fp16Rows
+
+// 4. Latency A/B, int8 vs fp32, batch 1 and 32, plus what never-slower ships.
+const latency = []
+const abProfile = {...profile, batch: [1, 32]}
+for (const [label, model, mode, calibration] of [
+  ['Fashion CNN static', trained.cnn, 'static', fashionCalib],
+  ['Fashion MLP static', trained.mlp, 'static', fashionCalib],
+  ['Fashion MLP dynamic', trained.mlp, 'dynamic', undefined],
+  ['PP-OCR rec dynamic', MODELS.ocrRec, 'dynamic', undefined],
+] as const) {
+  const raw = out(`${label.replace(/\W+/g, '_')}.raw.onnx`)
+  await quantizeModel({input: model, output: raw, mode, calibration, profile, neverSlower: false})
+  const batches = model === MODELS.ocrRec ? [1, 8] : [1, 32]
+  const ab = await benchmarkAB({baseline: model, candidate: raw}, {...abProfile, batch: batches}, {rounds: quick ? 6 : 12, iterations: quick ? 60 : 200, compressedSize: false, dims: {'p2o.DynamicDimension.1': 320}})
+  const shipped = await quantizeModel({input: model, output: out(`${label.replace(/\W+/g, '_')}.shipped.onnx`), mode, calibration, profile: {...profile, batch: batches}})
+  const row = {label, ab: ab.comparisons.map((c) => ({batch: c.batch, speedup: c.speedup, low: c.low, high: c.high, verdict: c.verdict})), shipped: shipped.decision, chosen: shipped.chosen, message: shipped.message}
+  console.log(`${label}: int8 (all ops) vs fp32 ${row.ab.map((c) => `batch ${c.batch}: ${c.speedup.toFixed(2)}× [${c.low.toFixed(2)}–${c.high.toFixed(2)}]`).join(', ')}; never-slower ships: ${shipped.message}`)
+  latency.push(row)
+}
+{
+  const r = await quantizeModel({input: MODELS.blazeface, output: out('bf.shipped.onnx'), mode: 'static', calibration: calibLfw, method: 'percentile', profile})
+  console.log(`BlazeFace static, never-slower: ${r.message}; ${r.candidates.map((c) => `${c.name}: ${c.reason}`).join('; ')}`)
+  latency.push({label: 'BlazeFace static', shipped: r.decision, candidates: r.candidates.map((c) => ({name: c.name, latency: c.latency, reason: c.reason}))})
+}
+results.latency = latency
+
+// 5. A generated transformer-shaped model of at least 400 MB: dynamic and int4, each in its own process.
+if (!quick) {
+  const big = out('transformer.onnx')
+  await writeModel(transformerModel({d: 1024, layers: 13}), big, {externalData: 'never'})
+  const bytes = fs.statSync(big).size
+  const rows = []
+  for (const mode of ['dynamic', 'int4']) {
+    const o = out(`transformer.${mode}.onnx`)
+    const res = JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', process.argv[1]!, '--child', mode, big, o], {encoding: 'utf8', maxBuffer: 1 << 20}))
+    rows.push({mode, modelMB: bytes / 2 ** 20, ...res, rssOverModel: res.maxRssBytes / bytes})
+    console.log(`${(bytes / 2 ** 20).toFixed(0)} MB transformer ${mode}: ${res.seconds.toFixed(1)} s, peak RSS ${(res.maxRssBytes / 2 ** 20).toFixed(0)} MB (${(res.maxRssBytes / bytes).toFixed(2)}× the model), size ${res.sizeRatio.toFixed(3)}×`)
+  }
+  results.large = rows
+}
+
+fs.writeFileSync(path.join(dir, 'results.json'), JSON.stringify(results, null, 1))
+console.log(`results: ${path.join(dir, 'results.json')}`)
