@@ -31,13 +31,13 @@ export default class Prune extends KilnCommand {
     sparsity: Flags.string({char: 's', description: 'Fraction to remove, in [0, 1) (weights; channels for --method channel).'}),
     method: Flags.string({description: 'Pruning method.', options: ['magnitude', 'nm', 'channel'], default: 'magnitude'}),
     scope: Flags.string({description: 'One global threshold, or the same sparsity in every layer.', options: ['global', 'layer']}),
-    pattern: Flags.string({description: 'N:M pattern for --method nm (keep N of every M).', default: '2:4'}),
-    criterion: Flags.string({description: 'Channel importance for --method channel.', options: ['l1', 'l2'], default: 'l1'}),
+    pattern: Flags.string({description: 'N:M pattern for --method nm (keep N of every M); default 2:4.'}),
+    criterion: Flags.string({description: 'Channel importance for --method channel; default l1.', options: ['l1', 'l2']}),
     'protect-first-last': Flags.boolean({description: 'Leave the first and last prunable layers dense.'}),
     override: Flags.string({description: 'Per-layer sparsity, LAYER=RATIO (layer or weight name); repeatable.', multiple: true}),
     eval: Flags.string({description: 'NPZ dataset for sensitivity-guided pruning (labels give accuracy, else agreement).', dependsOn: ['max-accuracy-drop']}),
     'max-accuracy-drop': Flags.string({description: 'Largest accepted accuracy drop with --eval, as a fraction (0.01 = one point).', dependsOn: ['eval']}),
-    samples: Flags.integer({description: 'Samples evaluated per sensitivity probe.', default: 256}),
+    samples: Flags.integer({description: 'Samples evaluated per sensitivity probe with --eval (default 256).', dependsOn: ['eval']}),
   }
 
   async run(): Promise<PruneFileResult & {output: string}> {
@@ -56,7 +56,7 @@ export default class Prune extends KilnCommand {
       sparsity: ratioFlag(flags.sparsity, 'sparsity'),
       scope: flags.scope as 'global' | 'layer' | undefined,
       pattern: flags.pattern,
-      criterion: flags.criterion as 'l1' | 'l2',
+      criterion: flags.criterion as 'l1' | 'l2' | undefined,
       protectFirstLast: flags['protect-first-last'],
       overrides: Object.keys(overrides).length ? overrides : undefined,
       eval: evalPath

@@ -75,6 +75,23 @@ export function checkSparsity(value: number, what = 'sparsity'): void {
   }
 }
 
+/** Options that only mean something for some methods are rejected elsewhere rather than ignored. */
+function checkCombination(method: PruneMethod, options: PruneOptions): void {
+  const fail = (message: string, tryMessage: string): never => {
+    throw new UsageError(message, {code: 'E_PRUNE_OPTIONS', tryMessage})
+  }
+  if (options.eval && method !== 'magnitude') fail(`sensitivity-guided pruning (--eval) supports method 'magnitude', not '${method}'`, 'Drop --eval, or use --method magnitude.')
+  if (options.eval && (options.overrides || options.scope === 'layer')) fail('with --eval the sensitivity planner picks every layer\'s ratio: per-layer overrides and --scope layer do not apply', 'Drop --override/--scope, or drop --eval.')
+  if (options.pattern !== undefined && method !== 'nm') fail(`--pattern applies to --method nm, not '${method}'`, 'Drop --pattern, or use --method nm.')
+  if (options.criterion !== undefined && method !== 'channel') fail(`--criterion applies to --method channel, not '${method}'`, 'Drop --criterion, or use --method channel.')
+  if (method === 'nm' && options.scope !== undefined) fail('N:M pruning has no scope: every group of M keeps N', 'Drop --scope.')
+  if (method === 'nm') {
+    for (const [layer, value] of Object.entries(options.overrides ?? {})) {
+      if (value !== 0) fail(`N:M override for '${layer}' must be 0 (leave dense), got ${value}`, `Use --override ${layer}=0 to keep that layer dense.`)
+    }
+  }
+}
+
 /** Per-layer target sparsities after protection and overrides; `undefined` = in the global pool. */
 export function layerTargets(layers: LayerWeight[], options: PruneOptions, sparsity: number): (number | undefined)[] {
   const targets: (number | undefined)[] = layers.map(() => (options.scope === 'layer' ? sparsity : undefined))
@@ -166,12 +183,7 @@ export function layerSparsity(layers: LayerWeight[]): {layers: LayerSparsity[]; 
 /** Prune a model in memory with any method. */
 export async function pruneModel(model: ModelProto, options: PruneOptions, hooks: CompressHooks = {}): Promise<PruneReport> {
   const method = options.method ?? 'magnitude'
-  if (options.eval && method !== 'magnitude') {
-    throw new UsageError(`sensitivity-guided pruning (--eval) supports method 'magnitude', not '${method}'`, {
-      code: 'E_PRUNE_OPTIONS',
-      tryMessage: 'Drop --eval, or use --method magnitude.',
-    })
-  }
+  checkCombination(method, options)
   if (method === 'nm') {
     const pattern = parsePattern(options.pattern ?? '2:4')
     const implied = 1 - pattern.n / pattern.m

@@ -11,8 +11,8 @@ const schema = z.strictObject({
   scope: z.enum(['global', 'layer']).optional(),
   /** N:M pattern for `nm`: keep N of every M along the reduction axis (default 2:4). */
   pattern: z.string().regex(/^\d+:\d+$/).optional(),
-  /** Channel importance for `channel`. */
-  criterion: z.enum(['l1', 'l2']).default('l1'),
+  /** Channel importance for `channel` (default l1). */
+  criterion: z.enum(['l1', 'l2']).optional(),
   /** Leave the first and last prunable layers dense. */
   protectFirstLast: z.boolean().default(false),
   /** Per-layer sparsity by layer or weight name (0 = leave dense). */

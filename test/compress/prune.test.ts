@@ -128,4 +128,15 @@ describe('bad input', () => {
     const model = await readModel(MODELS.ocrCls)
     await expect(pruneModel(model, {sparsity: 0.5, overrides: {nosuchlayer: 0.5}})).rejects.toThrow(/names no prunable layer: 'nosuchlayer'/)
   })
+
+  it('rejects options that do not apply to the method instead of ignoring them', async () => {
+    const model = await readModel(MODELS.ocrCls)
+    await expect(pruneModel(model, {sparsity: 0.5, pattern: '2:4'})).rejects.toThrow(/--pattern applies to --method nm/)
+    await expect(pruneModel(model, {sparsity: 0.5, criterion: 'l2'})).rejects.toThrow(/--criterion applies to --method channel/)
+    await expect(pruneModel(model, {method: 'nm', scope: 'layer'})).rejects.toThrow(/no scope/)
+    await expect(pruneModel(model, {method: 'nm', overrides: {'p2o.Conv.0': 0.3}})).rejects.toThrow(/must be 0/)
+    const dataset = {name: 'd', path: 'unused.npz'}
+    await expect(pruneModel(model, {sparsity: 0.5, method: 'channel', eval: {dataset, maxAccuracyDrop: 0.01}})).rejects.toThrow(/supports method 'magnitude'/)
+    await expect(pruneModel(model, {sparsity: 0.5, scope: 'layer', eval: {dataset, maxAccuracyDrop: 0.01}})).rejects.toThrow(/planner picks every layer/)
+  })
 })
