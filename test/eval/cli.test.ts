@@ -2,6 +2,7 @@ import * as fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import {beforeAll, describe, expect, it} from 'vitest'
+import {readRunReport} from '../../src/eval/diff.js'
 import {kiln} from '../helpers/cli.js'
 import {ensureTrainedModels} from '../helpers/fixtures.js'
 
@@ -69,7 +70,6 @@ describe('kiln eval / bench / diff', () => {
     const md = await kiln(['diff', a, b])
     expect(md.stdout).toContain('| evaluate (evaluate) | ran → ran | 1000 B → 500 B | -50.0% |')
     expect(md.stdout).not.toContain('latencyP95Ms')
-    const missing = await kiln(['diff', a, path.join(dir, 'nope')])
-    expect(missing.exitCode).toBe(2)
+    await expect(readRunReport(path.join(dir, 'nope'))).rejects.toMatchObject({exitCode: 2, message: expect.stringContaining('report.json')})
   }, 60_000)
 })
