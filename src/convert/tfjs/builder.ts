@@ -56,6 +56,18 @@ function arrayDtype(a: ConstData): number {
   return DataType.BOOL
 }
 
+/**
+ * When a permutation moves only size-1 dims (a 1×1 feature map, a single channel), the data order
+ * does not change and a Reshape to the permuted shape does the job; returns that shape (batch as 0,
+ * "copy"), or undefined when the dims are not known well enough.
+ */
+function reshapeForPerm(shape: readonly number[] | undefined, perm: readonly number[]): number[] | undefined {
+  if (!shape || shape.slice(1).some((d) => d < 0)) return undefined
+  const order = perm.filter((p) => shape[p] !== 1)
+  if (!order.every((p, i) => i === 0 || p > order[i - 1]!)) return undefined
+  return perm.map((p) => (p === 0 ? 0 : shape[p]!))
+}
+
 /** Accumulates ONNX nodes and initializers with layout bookkeeping and stable, unique names. */
 export class GraphBuilder {
   readonly nodes: NodeProto[] = []
@@ -115,13 +127,20 @@ export class GraphBuilder {
   nchwName(v: Val): string {
     if (v.nchw) return v.name
     if (v.value && v.shape) return this.cached(`${v.name}>nchw`, () => this.constant(`${v.name}_nchw`, permuteData(v.value!, v.shape!, TO_NCHW), TO_NCHW.map((p) => v.shape![p]!)).name)
-    return this.cached(`${v.name}>nchw`, () => this.op('Transpose', [v.name], {perm: TO_NCHW}, {hint: `${v.name}_nchw`, dtype: v.dtype}).name)
+    return this.cached(`${v.name}>nchw`, () => this.permute(v.name, v.dtype, v.shape, TO_NCHW, `${v.name}_nchw`))
+  }
+
+  /** Transpose, or a Reshape when only size-1 dims move. `shape` is the input's shape. */
+  private permute(name: string, dtype: number, shape: number[] | undefined, perm: number[], hint: string): string {
+    const target = reshapeForPerm(shape, perm)
+    if (target) return this.op('Reshape', [name, this.i64(`${hint}_shape`, target)], {}, {hint, dtype}).name
+    return this.op('Transpose', [name], {perm}, {hint, dtype}).name
   }
 
   /** The ONNX name of `v` in the source model's own axis order. */
   logicalName(v: Val): string {
     if (!v.nchw) return v.name
-    return this.cached(`${v.name}>nhwc`, () => this.op('Transpose', [v.name], {perm: TO_NHWC}, {hint: `${v.name}_nhwc`, dtype: v.dtype}).name)
+    return this.cached(`${v.name}>nhwc`, () => this.permute(v.name, v.dtype, v.shape && TO_NCHW.map((p) => v.shape![p]!), TO_NHWC, `${v.name}_nhwc`))
   }
 
   /** `v` in logical order, as a Val. */
