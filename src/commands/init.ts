@@ -5,9 +5,9 @@ import type {InitResult} from '../pipeline/templates.js'
 
 export default class Init extends KilnCommand {
   static override summary = 'Create a pipeline file (kiln.yaml) from a template.'
-  static override description = `Templates: basic (convert, then publish to a local directory; works on any ONNX model),
-quantize (convert, quantize, publish) and full (convert, prune, quantize, evaluate, encrypt, sign, publish).
-Never overwrites an existing file unless --force is given.`
+  static override description = `Templates: basic (convert, then publish to a local directory; works on any ONNX model), quantize (convert, quantize, publish) and full (convert, prune, quantize, evaluate, encrypt, sign, publish).
+
+Never overwrites an existing file, or shadows another pipeline file in the directory, unless --force is given.`
 
   static override examples = [
     '<%= config.bin %> init --model ./models/fashion_cnn.onnx',

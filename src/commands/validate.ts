@@ -19,10 +19,9 @@ export interface ValidateResult {
 
 export default class Validate extends KilnCommand {
   static override summary = 'Check a pipeline file without running it.'
-  static override description = `Reports every problem at once, each as file:line:col with what was expected and a suggestion:
-YAML syntax, unknown keys, wrong types, unknown stage kinds, stage parameters (checked by each stage's own schema),
-references to undeclared datasets, profiles or stages, duplicate stage ids, custom stage modules that fail to load,
-and unset environment variables in \${env:NAME}. Exits 2 when the file is invalid.`
+  static override description = `Reports every problem at once, each as file:line:col with what was expected and a suggestion: YAML syntax, unknown keys, wrong types, unknown stage kinds, stage parameters (checked by each stage's own schema), references to undeclared datasets, profiles or stages, duplicate stage ids, custom stage modules that fail to load, and unset environment variables in \${env:NAME}.
+
+Exits 0 when the file is valid and 2 when it is not (also under --json, which then prints {error: {issues}}).`
 
   static override examples = [
     '<%= config.bin %> validate',
