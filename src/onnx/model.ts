@@ -1,7 +1,9 @@
 import * as fsp from 'node:fs/promises'
 import path from 'node:path'
+import {Readable} from 'node:stream'
 import {ModelError} from '../errors.js'
-import {atomicWriteFile, tempPathFor} from '../util/fs.js'
+import {atomicWriteFile, atomicWriteStream, tempPathFor} from '../util/fs.js'
+import {encodeModelChunks} from './encode.js'
 import {allTensors} from './graph.js'
 import {DataLocation, ModelProtoSchema, StringStringEntryProtoSchema, create, fromBinary, toBinary} from './proto.js'
 import type {ModelProto, TensorProto} from './proto.js'
@@ -168,9 +170,9 @@ export async function writeModel(model: ModelProto, file: string, options: Write
   const external = mode === 'always' || (mode === 'auto' && weightBytes > AUTO_EXTERNAL_BYTES)
   if (!external) {
     if (weightBytes > PROTOBUF_LIMIT) throw new ModelError(`model has ${weightBytes} bytes of weights, over the 2 GiB protobuf limit; write it with external data`)
-    const bytes = toBinary(ModelProtoSchema, model)
-    await atomicWriteFile(file, bytes)
-    return {bytes: bytes.length}
+    const encoded = encodeModelChunks(model)
+    await atomicWriteStream(file, Readable.from(encoded.chunks))
+    return {bytes: encoded.length}
   }
 
   const location = options.location ?? `${path.basename(file)}.data`

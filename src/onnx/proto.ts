@@ -4,6 +4,7 @@
  * binding can be swapped without touching the rest of the code base.
  */
 export {create, fromBinary, toBinary, clone} from '@bufbuild/protobuf'
+export type {DescMessage} from '@bufbuild/protobuf'
 export {
   AttributeProtoSchema,
   AttributeProto_AttributeType as AttributeType,
