@@ -27,6 +27,15 @@ const node = (op: string, input: string[], a: Record<string, unknown> = {}, name
 const conv = {strides: attr.ints([1, 1, 1, 1]), padding: attr.s('SAME'), data_format: attr.s('NHWC'), dilations: attr.ints([1, 1, 1, 1])}
 const filt = (kh: number, kw: number, cin: number, cout: number, seed = 3) => f(values(kh * kw * cin * cout, seed), [kh, kw, cin, cout])
 
+/** Overlapping boxes [y1,x1,y2,x2] on a small grid, so suppression has work to do. */
+function boxes(n: number): number[] {
+  return Array.from({length: n}, (_, i) => {
+    const y = (i % 4) * 0.15
+    const x = Math.floor(i / 4) * 0.2
+    return [y, x, y + 0.3, x + 0.35]
+  }).flat()
+}
+
 const unaryOps = ['Relu', 'Relu6', 'Elu', 'Selu', 'Sigmoid', 'Tanh', 'Softplus', 'Exp', 'Log', 'Sqrt', 'Rsqrt', 'Square', 'Neg', 'Abs', 'Floor', 'Ceil', 'Round', 'Sign', 'Reciprocal', 'Sin', 'Cos', 'Erf', 'Tan', 'Asin', 'Acos', 'Atan', 'Sinh', 'Cosh']
 const binaryOps = ['Add', 'AddV2', 'BiasAdd', 'Sub', 'Mul', 'RealDiv', 'Div', 'FloorDiv', 'FloorMod', 'Maximum', 'Minimum', 'Pow', 'SquaredDifference']
 const compareOps = ['Greater', 'GreaterEqual', 'Less', 'LessEqual', 'Equal']
@@ -99,6 +108,11 @@ const CASES: Case[] = [
   // creation
   {name: 'ZerosLike and OnesLike', nodes: [node('OnesLike', ['x'], {}, 'o'), node('ZerosLike', ['x'], {}, 'z'), node('AddN', ['x', 'o', 'z'])]},
   {name: 'Fill and Range', nodes: [node('Fill', ['d', 'v'], {}, 'fl'), node('Range', ['s0', 'l', 'dl'], {Tidx: attr.type('DT_FLOAT')}, 'rg'), node('Mul', ['fl', 'rg'], {}, 'fr'), node('Add', ['x', 'fr'])], consts: {d: i32([1, 1, 1, C]), v: f([1.5], []), s0: f([0], []), l: f([C], []), dl: f([1], [])}},
+  // dynamic shapes
+  {name: 'TopKV2', nodes: [node('TopKV2', ['x', 'k'], {sorted: attr.b(true)}, 't'), node('Cast', ['t:1'], {DstT: attr.type('DT_FLOAT')}, 'ti'), node('Add', ['t', 'ti'])], consts: {k: i32([3], [])}},
+  {name: 'Where', nodes: [node('Greater', ['x', 'c'], {}, 'g'), node('Where', ['g'], {T: attr.type('DT_BOOL')})], consts: {c: f([0.6], [])}},
+  {name: 'NonMaxSuppressionV3', shape: [12], nodes: [node('NonMaxSuppressionV3', ['bx', 'x', 'mx', 'iou', 'st'])], consts: {bx: f(boxes(12), [12, 4]), mx: i32([5], []), iou: f([0.3], []), st: f([0.2], [])}},
+  {name: 'NonMaxSuppressionV5', shape: [12], nodes: [node('NonMaxSuppressionV5', ['bx', 'x', 'mx', 'iou', 'st', 'sg'], {}, 'n'), node('Cast', ['n'], {DstT: attr.type('DT_FLOAT')}, 'ni'), node('Add', ['ni', 'n:1'])], consts: {bx: f(boxes(12), [12, 4]), mx: i32([6], []), iou: f([0.4], []), st: f([0.1], []), sg: f([0], [])}},
   // matrices
   {name: 'MatMul transpose_b', shape: [3, 5], nodes: [node('MatMul', ['x', 'w'], {transpose_a: attr.b(false), transpose_b: attr.b(true)})], consts: {w: f(values(20, 4), [4, 5])}},
   {name: '_FusedMatMul BiasAdd+Relu', shape: [3, 5], nodes: [node('_FusedMatMul', ['x', 'w', 'b'], {transpose_a: attr.b(false), transpose_b: attr.b(false), fused_ops: attr.strs(['BiasAdd', 'Relu']), num_args: attr.i(1)})], consts: {w: f(values(20, 4), [5, 4]), b: f(values(4, 6), [4])}},

@@ -17,6 +17,7 @@ export type OpCategory =
   | 'slice_join'
   | 'image'
   | 'creation'
+  | 'dynamic'
 
 export interface OpDef {
   category: OpCategory
@@ -44,6 +45,7 @@ export interface OpDef {
   axisFirst?: boolean
   splitV?: boolean
   fill?: number
+  v5?: boolean
 }
 
 const u = (onnx: string, extra: Partial<OpDef> = {}): OpDef => ({category: 'unary', onnx, ...extra})
@@ -186,4 +188,10 @@ export const OP_LIST: Record<string, OpDef> = {
   ZerosLike: {category: 'creation', kind: 'like', fill: 0},
   OnesLike: {category: 'creation', kind: 'like', fill: 1},
   Range: {category: 'creation', kind: 'range'},
+
+  // dynamic shapes (TF.js runs these with executeAsync)
+  TopKV2: {category: 'dynamic', kind: 'topk'},
+  Where: {category: 'dynamic', kind: 'where'},
+  NonMaxSuppressionV3: {category: 'dynamic', kind: 'nms'},
+  NonMaxSuppressionV5: {category: 'dynamic', kind: 'nms', v5: true},
 }

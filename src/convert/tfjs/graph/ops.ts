@@ -4,6 +4,7 @@ import type {OpConverter} from './context.js'
 import {argReduce, matMul, softmax} from './ops-matrices.js'
 import {conv2d, fusedBatchNorm, pool} from './ops-convolution.js'
 import {addN, applyActivation, binary, cast, clip, unary} from './ops-elementwise.js'
+import {nonMaxSuppression, topK, where} from './ops-dynamic.js'
 import {resize} from './ops-image.js'
 import {reduce} from './ops-reduction.js'
 import {concat, gather, pack, slice, split, stridedSlice, unpack} from './ops-slice-join.js'
@@ -37,6 +38,9 @@ const BY_KIND: Record<string, OpConverter> = {
   cast,
   clip,
   addn: addN,
+  topk: topK,
+  where,
+  nms: nonMaxSuppression,
 }
 
 /** The converter for one op-table entry: one executor per category, as tfjs-converter does. */
