@@ -5,7 +5,7 @@ import {ModelError} from '../../src/errors.js'
 import {makeGraph, makeModel, makeNode, makeValueInfo} from '../../src/onnx/build.js'
 import {allNodes, walkGraphs, weights} from '../../src/onnx/graph.js'
 import {modelToBytes, readModel, writeModel} from '../../src/onnx/model.js'
-import {DataType} from '../../src/onnx/proto.js'
+import {DataType, StringStringEntryProtoSchema, TensorProtoSchema, create} from '../../src/onnx/proto.js'
 import {makeTensor, tensorData} from '../../src/onnx/tensor.js'
 import {MODELS, ensureFixtures} from '../helpers/fixtures.js'
 import {bytesOf, realFeeds, runModel, tmpDir, type ModelKey} from './helpers.js'
@@ -52,6 +52,35 @@ describe('read → write round trip on the real models', () => {
     const file = path.join(tmpDir(), 'm.onnx')
     await writeModel(model, file)
     expect((await readModel(file)).opsetImport.map((o) => o.domain)).toEqual(domains)
+  })
+})
+
+describe('streamed encoding', () => {
+  it('writes exactly the protobuf runtime bytes: typed-field tensors, doc strings, metadata, unknown fields', async () => {
+    const raw = makeTensor('raw_w', DataType.FLOAT, [3], Float32Array.of(1, -2, 3))
+    raw.docString = 'raw weights'
+    const typed = create(TensorProtoSchema, {name: 'typed_w', dataType: DataType.FLOAT, dims: [2n], floatData: [0.5, 0]})
+    const empty = makeTensor('empty_w', DataType.INT64, [0], new BigInt64Array(0))
+    const model = makeModel(
+      makeGraph({
+        name: 'g',
+        node: [makeNode('Add', ['x', 'raw_w'], ['y'])],
+        initializer: [raw, typed, empty],
+        input: [makeValueInfo('x', DataType.FLOAT, [3])],
+        output: [makeValueInfo('y', DataType.FLOAT, [3])],
+      }),
+    )
+    model.docString = 'doc'
+    model.metadataProps = [create(StringStringEntryProtoSchema, {key: 'author', value: 'kiln'})]
+    // Field 1000 is unknown to ONNX: a varint 7 after the known fields, kept by the reader.
+    const withUnknown = Buffer.concat([Buffer.from(modelToBytes(model)), Buffer.from([0xc0, 0x3e, 0x07])])
+    const dir = tmpDir()
+    fs.writeFileSync(path.join(dir, 'in.onnx'), withUnknown)
+    const back = await readModel(path.join(dir, 'in.onnx'))
+    const out = path.join(dir, 'out.onnx')
+    const written = await writeModel(back, out)
+    expect(fs.readFileSync(out).equals(withUnknown)).toBe(true)
+    expect(written.bytes).toBe(withUnknown.length)
   })
 })
 
