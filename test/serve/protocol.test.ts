@@ -166,5 +166,6 @@ describe('repository load request', () => {
     expect(refusal(() => decodeLoadRequest('m', Buffer.from(JSON.stringify({parameters: {config: '{"max_batch_size":8}'}})))).message).toMatch(/max_batch_size not supported/)
     expect(refusal(() => decodeLoadRequest('m', Buffer.from(JSON.stringify({parameters: {config: '{}', 'file:../model.onnx': 'AAAA'}})))).message).toMatch(/no empty, '\.' or '\.\.' segments/)
     expect(refusal(() => decodeLoadRequest('m', Buffer.from(JSON.stringify({parameters: {config: '{}', 'file:1/model.onnx': '***'}})))).message).toMatch(/must be a base64 string/)
+    expect(refusal(() => decodeLoadRequest('m', Buffer.from(JSON.stringify({parameters: {config: '{}', unload_dependents: true}})))).message).toMatch(/load parameter unload_dependents not supported/)
   })
 })

@@ -28,6 +28,8 @@ export function decodeLoadRequest(model: string, body: Buffer): VersionEntry[] {
   if (params === undefined) return []
   if (!isRecord(params)) throw badRequest('"parameters" must be an object')
 
+  const unknown = Object.keys(params).filter((k) => k !== 'config' && !k.startsWith('file:'))
+  if (unknown.length > 0) throw badRequest(`load parameter${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} not supported; send "config" and "file:<version>/<path>" entries`)
   const files = new Map<string, Map<string, Uint8Array>>()
   for (const [key, value] of Object.entries(params)) {
     if (!key.startsWith('file:')) continue
@@ -56,8 +58,8 @@ export function decodeLoadRequest(model: string, body: Buffer): VersionEntry[] {
     throw badRequest(`"parameters.config" is not valid JSON: ${(error as Error).message}`)
   }
   if (!isRecord(parsed)) throw badRequest('"parameters.config" must hold a JSON object')
-  const unknown = Object.keys(parsed).filter((k) => !(CONFIG_KEYS as readonly string[]).includes(k))
-  if (unknown.length > 0) throw badRequest(`config key${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} not supported; supported: ${CONFIG_KEYS.join(', ')}`)
+  const unknownKeys = Object.keys(parsed).filter((k) => !(CONFIG_KEYS as readonly string[]).includes(k))
+  if (unknownKeys.length > 0) throw badRequest(`config key${unknownKeys.length > 1 ? 's' : ''} ${unknownKeys.join(', ')} not supported; supported: ${CONFIG_KEYS.join(', ')}`)
   if (parsed.name !== undefined && parsed.name !== model) throw badRequest(`config name '${String(parsed.name)}' does not match the model '${model}' in the URL`)
   if (parsed.platform !== undefined && parsed.platform !== PLATFORM) throw badRequest(`config platform '${String(parsed.platform)}' is not served here; this server runs ${PLATFORM}`)
   if (parsed.backend !== undefined && parsed.backend !== 'onnxruntime') throw badRequest(`config backend '${String(parsed.backend)}' is not served here; this server runs onnxruntime`)

@@ -246,7 +246,7 @@ export class ModelRepository {
     return [...(this.models.get(name)?.versions.keys() ?? [])].sort(compareVersions)
   }
 
-  /** All initial loads are done and every model the source holds was considered. */
+  /** The repository index: one entry per model version (refused versions with their reason), or per model when it has none. */
   index(readyOnly = false): IndexEntry[] {
     const out: IndexEntry[] = []
     for (const m of [...this.models.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
