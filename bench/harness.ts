@@ -22,7 +22,7 @@ const t = ensureTrainedModels()
 for (const [name, model, batch] of [['fashion_cnn b1', t.cnn, 1], ['fashion_mlp b32', t.mlp, 32], ['blazeface b1', MODELS.blazeface, 1]] as const) {
   const session = await createSession(model, profile)
   const meta = session.inputMetadata[0]!
-  const dims = (meta as {shape: (number | string)[]}).shape.map((d, i) => (typeof d === 'number' && d > 0 ? d : i === 0 ? batch : 1))
+  const dims = (meta as unknown as {shape: (number | string)[]}).shape.map((d, i) => (typeof d === 'number' && d > 0 ? d : i === 0 ? batch : 1))
   const feeds = {[meta.name]: new ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)).fill(0.5), dims)}
   for (let i = 0; i < 20; i++) await session.run(feeds)
   const bare = async () => {

@@ -13,7 +13,7 @@ import {ensureTrainedModels, fixture} from '../helpers/fixtures.js'
 const FASHION: InputMeta[] = [{name: 'input', type: 'float32', dims: ['N', 1, 28, 28]}]
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-data-'))
 
-async function all(spec: Omit<DatasetSpec, 'name'>, batchSize: number, inputs?: InputMeta[]): Promise<Batch[]> {
+async function all(spec: Partial<DatasetSpec> & {path: string}, batchSize: number, inputs?: InputMeta[]): Promise<Batch[]> {
   const out: Batch[] = []
   for await (const b of readBatches({name: 'd', ...spec}, {batchSize, inputs})) out.push(b)
   return out
@@ -30,7 +30,7 @@ describe('readBatches', () => {
     expect(batches.map((b) => b.size)).toEqual([128, 128, 44])
     expect(batches[0]!.inputs.input!.dims).toEqual([128, 1, 28, 28])
     const whole = await readNpz(trained.test)
-    expect(Array.from(batches[1]!.inputs.input!.data.subarray(0, 784))).toEqual(Array.from((whole.get('input')!.data as Float32Array).subarray(128 * 784, 129 * 784)))
+    expect(Array.from((batches[1]!.inputs.input!.data as Float32Array).subarray(0, 784))).toEqual(Array.from((whole.get('input')!.data as Float32Array).subarray(128 * 784, 129 * 784)))
     expect(Array.from(batches[2]!.labels!)).toEqual(Array.from((whole.get('labels')!.data as BigInt64Array).subarray(256, 300), Number))
   })
 
