@@ -59,6 +59,7 @@ const CASES: Case[] = [
   // convolution and pooling
   {name: 'Conv2D VALID stride 2', nodes: [node('Conv2D', ['x', 'w'], {...conv, padding: attr.s('VALID'), strides: attr.ints([1, 2, 2, 1])})], consts: {w: filt(3, 3, C, 5)}},
   {name: 'Conv2D SAME dilated', nodes: [node('Conv2D', ['x', 'w'], {...conv, dilations: attr.ints([1, 2, 2, 1])})], consts: {w: filt(3, 3, C, 3)}},
+  {name: 'Conv2D SAME stride 2 on unknown H/W, then resize', shape: [-1, -1, -1, C], nodes: [node('Conv2D', ['x', 'w'], {...conv, strides: attr.ints([1, 2, 2, 1])}, 'c'), node('ResizeBilinear', ['c', 's'], {align_corners: attr.b(false), half_pixel_centers: attr.b(true)})], consts: {w: filt(3, 3, C, 5), s: i32([7, 5])}},
   {name: 'Conv2D EXPLICIT', nodes: [node('Conv2D', ['x', 'w'], {...conv, padding: attr.s('EXPLICIT'), explicit_paddings: attr.ints([0, 0, 1, 2, 0, 1, 0, 0])})], consts: {w: filt(3, 2, C, 2)}},
   ...['Relu', 'Relu6', 'Elu', 'Sigmoid'].map((act) => ({name: `_FusedConv2D BiasAdd+${act}`, nodes: [node('_FusedConv2D', ['x', 'w', 'b'], {...conv, fused_ops: attr.strs(['BiasAdd', act]), num_args: attr.i(1)})], consts: {w: filt(3, 3, C, 6), b: f(values(6, 9), [6])}})),
   {name: '_FusedConv2D BiasAdd+LeakyRelu', nodes: [node('_FusedConv2D', ['x', 'w', 'b'], {...conv, fused_ops: attr.strs(['BiasAdd', 'LeakyRelu']), num_args: attr.i(1), leakyrelu_alpha: attr.f(0.1)})], consts: {w: filt(3, 3, C, 6), b: f(values(6, 9), [6])}},

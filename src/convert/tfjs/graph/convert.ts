@@ -110,11 +110,11 @@ export function convertGraphModel(topology: any, signature: any, weights: Map<st
     } else if (n.op === 'Placeholder') {
       const dtype = attrs.dtype('dtype') ?? DataType.FLOAT
       const sigShape = signature?.inputs ? (Object.values(signature.inputs).find((s: any) => ref(s.name).node === n.name) as any)?.tensorShape?.dim?.map((d: any) => Number(d.size ?? -1)) : undefined
-      const shape: number[] = attrs.shape('shape') ?? sigShape ?? []
-      const nchw = options.nchw && shape.length === 4
+      const shape: number[] | undefined = attrs.shape('shape') ?? sigShape
+      const nchw = options.nchw && shape?.length === 4
       const name = publicName(n.name, 'inputs')
-      b.addInput(name, dtype, (nchw ? TO_NCHW.map((p) => shape[p]!) : shape).map((d, i) => (d < 0 ? (i === 0 ? 'batch' : -1) : d)))
-      inputs.push({name, source: n.name, dtype, shape})
+      b.addInput(name, dtype, shape && (nchw ? TO_NCHW.map((p) => shape[p]!) : shape).map((d, i) => (d < 0 ? (i === 0 ? 'batch' : -1) : d)))
+      inputs.push({name, source: n.name, dtype, shape: shape ?? []})
       outs = [{name, dtype, shape, nchw}]
     } else if (n.op === 'NoOp') {
       outs = []
