@@ -18,6 +18,8 @@ export interface ChannelPruneOptions {
   overrides?: Record<string, number>
   /** Leave the groups of the first and last producing layers whole. */
   protectFirstLast?: boolean
+  /** Round each group's kept channel count to a multiple of this (default 1: no rounding). */
+  multiple?: number
 }
 
 export interface ChannelGroupReport {
@@ -107,25 +109,27 @@ function chooseChannels(analysis: ChannelAnalysis, options: ChannelPruneOptions)
         .sort((a, b) => s[b]! - s[a]! || a - b)
         .slice(0, Math.max(1, k)),
     )
+  // Kernels block channels (onnxruntime's NCHWc layout uses 8 or 16): an odd count can run slower
+  // than the unpruned layer, so counts round to the nearest multiple, never below one block.
+  const m = options.multiple ?? 1
+  const rounded = (count: number, total: number): number => (count >= total || total <= m || m <= 1 ? count : Math.min(total, Math.max(m, Math.round(count / m) * m)))
+  const counts = new Map<number, number>()
   const pooled: {g: number; c: number; score: number}[] = []
   for (const [g, s] of scores) {
     const explicit = ratios.get(g)
-    if (explicit !== undefined || options.scope === 'layer') {
-      keep.set(g, topK(s, s.length - Math.round((explicit ?? options.ratio) * s.length)))
-      continue
+    if (explicit !== undefined || options.scope === 'layer') counts.set(g, s.length - Math.round((explicit ?? options.ratio) * s.length))
+    else {
+      const mean = s.reduce((a, b) => a + b, 0) / s.length || 1
+      s.forEach((v, c) => pooled.push({g, c, score: v / mean}))
     }
-    const mean = s.reduce((a, b) => a + b, 0) / s.length || 1
-    s.forEach((v, c) => pooled.push({g, c, score: v / mean}))
   }
   if (pooled.length > 0) {
     pooled.sort((a, b) => a.score - b.score)
-    const drop = new Set(pooled.slice(0, Math.round(options.ratio * pooled.length)).map((x) => `${x.g}:${x.c}`))
-    for (const [g, s] of scores) {
-      if (keep.has(g)) continue
-      const kept = [...s.keys()].filter((c) => !drop.has(`${g}:${c}`))
-      keep.set(g, kept.length > 0 ? new Set(kept) : topK(s, 1))
-    }
+    const dropped = new Map<number, number>()
+    for (const x of pooled.slice(0, Math.round(options.ratio * pooled.length))) dropped.set(x.g, (dropped.get(x.g) ?? 0) + 1)
+    for (const [g, s] of scores) if (!counts.has(g)) counts.set(g, s.length - (dropped.get(g) ?? 0))
   }
+  for (const [g, s] of scores) keep.set(g, topK(s, rounded(counts.get(g)!, s.length)))
   return keep
 }
 

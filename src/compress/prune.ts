@@ -25,6 +25,8 @@ export interface PruneOptions {
   pattern?: string
   /** Channel importance for `channel`: L1 (default) or L2 norm of each filter. */
   criterion?: 'l1' | 'l2'
+  /** `channel`: round kept channel counts to a multiple of this (8 or 16 suit onnxruntime's CPU kernels). Default 1. */
+  channelMultiple?: number
   /** Leave the first and last prunable layers dense (they cost little and matter most). */
   protectFirstLast?: boolean
   /** Per-layer sparsity by layer (node) or weight name; 0 leaves a layer dense. Overrides `scope`. */
@@ -83,6 +85,9 @@ function checkCombination(method: PruneMethod, options: PruneOptions): void {
   if (options.eval && method !== 'magnitude') fail(`sensitivity-guided pruning (--eval) supports method 'magnitude', not '${method}'`, 'Drop --eval, or use --method magnitude.')
   if (options.eval && (options.overrides || options.scope === 'layer')) fail('with --eval the sensitivity planner picks every layer\'s ratio: per-layer overrides and --scope layer do not apply', 'Drop --override/--scope, or drop --eval.')
   if (options.pattern !== undefined && method !== 'nm') fail(`--pattern applies to --method nm, not '${method}'`, 'Drop --pattern, or use --method nm.')
+  if (options.channelMultiple !== undefined && (method !== 'channel' || !Number.isInteger(options.channelMultiple) || options.channelMultiple < 1)) {
+    fail(`--channel-multiple must be a positive integer and applies to --method channel`, 'e.g. --method channel --channel-multiple 8')
+  }
   if (options.criterion !== undefined && method !== 'channel') fail(`--criterion applies to --method channel, not '${method}'`, 'Drop --criterion, or use --method channel.')
   if (method === 'nm' && options.scope !== undefined) fail('N:M pruning has no scope: every group of M keeps N', 'Drop --scope.')
   if (method === 'nm') {
@@ -210,6 +215,7 @@ export async function pruneModel(model: ModelProto, options: PruneOptions, hooks
       scope: options.scope ?? 'layer',
       overrides: options.overrides,
       protectFirstLast: options.protectFirstLast,
+      multiple: options.channelMultiple,
     })
     return {method, target: options.sparsity, ...layerSparsity(prunableWeights(model)), sparsity: channel.channelSparsity, channel}
   }
