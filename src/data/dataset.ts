@@ -86,7 +86,7 @@ async function openSource(spec: DatasetSpec, pre: Preprocess, inputs?: InputMeta
       return idxSource(spec.path, labels)
     }
     case 'csv':
-      return csvSource(spec.path, spec.inputs)
+      return csvSource(spec.path, spec.inputs, !spec.inputs && inputs?.length === 1 ? {name: inputs[0]!.name, label: spec.labels} : undefined)
     case 'jsonl':
       return jsonlSource(spec.path)
     case 'images': {

@@ -305,13 +305,21 @@ function splitCsv(line: string): string[] {
  * without one, columns are named by index (`0`, `1`...). `groups` maps a field name to the columns
  * it takes (a model input usually takes many); every other column is a field of its own.
  */
-export async function csvSource(file: string, groups: Record<string, string> = {}): Promise<Source> {
+export async function csvSource(file: string, groups: Record<string, string> = {}, rest?: {name: string; label?: string}): Promise<Source> {
   const first = await lines(file).next()
   if (first.done) throw new KilnError(`dataset ${file} is empty`, {code: 'E_DATA'})
   const cells = splitCsv(first.value)
   const hasHeader = cells.some((c) => c.trim() !== '' && Number.isNaN(Number(c)))
   const columns = hasHeader ? cells.map((c) => c.trim()) : cells.map((_, i) => String(i))
-  const resolved = resolveColumnGroups(file, columns, groups)
+  let resolved = resolveColumnGroups(file, columns, groups)
+  if (rest) {
+    // No mapping for a single-input model: every column but the label feeds it.
+    const labelCol = rest.label ?? LABEL_COLUMNS.find((n) => columns.includes(n))
+    const keep = resolved.filter((g) => g.name === labelCol)
+    const cols = resolved.filter((g) => !keep.includes(g)).flatMap((g) => g.cols)
+    resolved = [...keep, {name: rest.name, cols}]
+    groups = {...groups, [rest.name]: '*'}
+  }
   const fields: Field[] = resolved.map((g) => ({name: g.name, dtype: '<f8', shape: g.cols.length === 1 && !groups[g.name] ? [] : [g.cols.length]}))
   return {
     fields,
@@ -352,6 +360,8 @@ export async function csvSource(file: string, groups: Record<string, string> = {
     close: async () => {},
   }
 }
+
+const LABEL_COLUMNS = ['labels', 'label', 'target', 'class', 'y']
 
 /** Column groups: `a:b` (a range by name or index, inclusive), `prefix*`, or `c1,c2,...`. */
 function resolveColumnGroups(file: string, columns: string[], groups: Record<string, string>): {name: string; cols: number[]}[] {

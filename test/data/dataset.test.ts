@@ -63,6 +63,13 @@ describe('readBatches', () => {
     expect(new Set(batches.flatMap((b) => Array.from(b.labels!)))).toEqual(new Set([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]))
   })
 
+  it('feeds every non-label CSV column to a single-input model when no mapping is given', async () => {
+    const [b] = await all({path: fixture('data/sklearn/digits.csv.gz'), labels: '64', limit: 10, preprocess: {dtype: 'float32'}}, 10, [{name: 'x', type: 'float32', dims: ['N', 64]}])
+    expect(b!.inputs.x!.dims).toEqual([10, 64])
+    expect(Array.from((b!.inputs.x!.data as Float32Array).subarray(0, 8))).toEqual([0, 0, 5, 13, 9, 1, 0, 0])
+    expect(b!.labels![0]).toBe(0)
+  })
+
   it('reads JSONL rows of nested arrays', async () => {
     const file = path.join(tmp, 'rows.jsonl')
     const digits = JSON.parse(fs.readFileSync(fixture('data/mnist/3.json'), 'utf8')) as {data: number[]} | {data: number[]}[]
