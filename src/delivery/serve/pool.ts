@@ -26,7 +26,8 @@ interface Pending {
 interface Slot {
   worker: Worker
   pending: Map<number, Pending>
-  busy: boolean
+  /** Runs sent to this worker and not answered yet (at most {@link PIPELINE_DEPTH}). */
+  inflight: number
   /** False while a replacement worker is reloading the models its predecessor held. */
   ready: boolean
 }
@@ -38,6 +39,13 @@ interface Job {
   resolve: (r: {outputs: RawTensor[]; ms: number}) => void
   reject: (error: Error) => void
 }
+
+/**
+ * Runs handed to one worker at a time: the one it executes and the next, already waiting in its
+ * message port, so it starts again the moment it finishes instead of idling for a round trip
+ * through the HTTP thread.
+ */
+const PIPELINE_DEPTH = 2
 
 /** A worker failure that is not the request's fault (crash, exit). */
 export class WorkerFailure extends Error {}
@@ -79,12 +87,12 @@ export class InferencePool {
   }
 
   get running(): number {
-    return this.slots.filter((s) => s.busy).length
+    return this.slots.reduce((n, s) => n + s.inflight, 0)
   }
 
   private spawn(index: number): Slot {
     const worker = startWorker(`kiln-infer-${index}`)
-    const slot: Slot = {worker, pending: new Map(), busy: false, ready: true}
+    const slot: Slot = {worker, pending: new Map(), inflight: 0, ready: true}
     worker.on('message', (msg: FromWorker) => {
       const p = slot.pending.get(msg.id)
       if (!p) return
@@ -148,10 +156,10 @@ export class InferencePool {
    */
   run(key: string, inputs: RawTensor[], outputs: string[]): Promise<{outputs: RawTensor[]; ms: number}> {
     if (this.closed) return Promise.reject(new HttpError(503, 'the server is shutting down', {'retry-after': '1'}))
-    const free = this.slots.some((s) => s.ready && !s.busy)
+    const free = this.slots.some((s) => s.ready && s.inflight < PIPELINE_DEPTH)
     if (!free && this.queue.length >= this.options.maxQueue) {
       const seconds = Math.max(1, Math.ceil(((this.queue.length + 1) * this.avgMs) / this.slots.length / 1000))
-      return Promise.reject(new HttpError(429, `too many requests: ${this.running} running and ${this.queue.length} queued`, {'retry-after': String(seconds)}))
+      return Promise.reject(new HttpError(429, `too many requests: ${this.running} in progress and ${this.queue.length} queued`, {'retry-after': String(seconds)}))
     }
     return new Promise((resolve, reject) => {
       this.queue.push({key, inputs, outputs, resolve, reject})
@@ -160,13 +168,16 @@ export class InferencePool {
   }
 
   private dispatch(): void {
-    for (const slot of this.slots) {
-      if (this.queue.length === 0) return
-      if (slot.busy || !slot.ready) continue
+    while (this.queue.length > 0) {
+      // The least loaded worker first, so every worker runs before any gets a second job.
+      let slot: Slot | undefined
+      for (const s of this.slots) if (s.ready && s.inflight < PIPELINE_DEPTH && (!slot || s.inflight < slot.inflight)) slot = s
+      if (!slot) return
       const job = this.queue.shift()!
-      slot.busy = true
+      const chosen = slot
+      chosen.inflight++
       const transfer = job.inputs.flatMap((t) => (Array.isArray(t.data) ? [] : [t.data.buffer as ArrayBuffer]))
-      this.send(slot, {op: 'run', id: 0, key: job.key, inputs: job.inputs, outputs: job.outputs}, transfer)
+      this.send(chosen, {op: 'run', id: 0, key: job.key, inputs: job.inputs, outputs: job.outputs}, transfer)
         .then((msg) => {
           if (msg.op === 'result') {
             this.avgMs = this.avgMs * 0.9 + msg.ms * 0.1
@@ -175,7 +186,7 @@ export class InferencePool {
           else job.reject(new WorkerFailure(`unexpected worker reply ${msg.op}`))
         }, job.reject)
         .finally(() => {
-          slot.busy = false
+          chosen.inflight--
           this.dispatch()
         })
     }

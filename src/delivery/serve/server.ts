@@ -105,7 +105,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   let idle: (() => void) | undefined
 
   metrics.gauge('kiln_serve_queue_depth', 'Infer requests waiting for a free inference worker.', () => [{value: pool.queueDepth}])
-  metrics.gauge('kiln_serve_running', 'Infer requests running in a worker now.', () => [{value: pool.running}])
+  metrics.gauge('kiln_serve_running', 'Infer requests handed to the inference workers (running, or next in line in a worker).', () => [{value: pool.running}])
   metrics.gauge('kiln_serve_pool_size', 'Inference workers.', () => [{value: pool.size}])
   metrics.gauge('kiln_serve_inflight_requests', 'HTTP requests being handled.', () => [{value: inflight}])
   metrics.gauge('kiln_serve_models_ready', 'Models in the READY state.', () => [{value: repository.readyCount()}])
