@@ -4,6 +4,7 @@ import {errorMessage, PipelineFileError, UsageError, type SourceIssue} from '../
 import {builtinProfiles, resolveProfiles} from '../runtime/profiles.js'
 import {builtinKinds, isCustomStageRef, loadStage} from '../stages/registry.js'
 import type {DatasetSpec, HardwareProfile, Stage} from '../stages/types.js'
+import {redact} from '../util/redact.js'
 import {interpolateEnv, type Env} from './interpolate.js'
 import {PipelineSchema, type PipelineFile} from './schema.js'
 import {SourceFile, type DocPath} from './source.js'
@@ -158,7 +159,8 @@ export async function loadPipeline(file?: string, options: LoadPipelineOptions =
 
   if (issues.length > 0 || !parsed.success) {
     issues.sort((a, b) => a.line - b.line || a.col - b.col)
-    throw new PipelineFileError(issues)
+    // Messages may quote values that came from ${env:NAME}; issues travel as data (--json), so redact here.
+    throw new PipelineFileError(issues.map((i) => ({...i, message: redact(i.message), ...(i.suggestion ? {suggestion: redact(i.suggestion)} : {})})))
   }
   return buildPipeline(parsed.data, abs, baseDir, stages, source)
 }

@@ -96,6 +96,13 @@ describe('environment interpolation', () => {
     ])
   })
 
+  it('never quotes an interpolated value in an error', async () => {
+    const secret = `profile-${process.pid}-${Date.now()}`
+    const issues = await issuesOf('version: 1\nname: demo\nmodel: ./m.onnx\ntarget: ${env:KILN_TEST_TARGET}\nstages:\n  - uses: publish\n    with: { to: ./out }\n', {env: {KILN_TEST_TARGET: secret}})
+    expect(issues.map(brief)).toEqual([expect.stringMatching(/^4:9 unknown profile `\*\*\*`; declared profiles: /)])
+    expect(JSON.stringify(issues)).not.toContain(secret)
+  })
+
   it('interpolates nested values and reports paths', () => {
     const r = interpolateEnv({a: ['x-${env:A}', {b: '${env:B}'}], c: 3}, {A: 'one'})
     expect(r.value).toEqual({a: ['x-one', {b: '${env:B}'}], c: 3})
