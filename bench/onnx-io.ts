@@ -68,10 +68,19 @@ function child(args: string[]): {wall: number; maxRssMB: number; out: Record<str
   return {wall: wall!, maxRssMB: (rssKb! * 1024) / MB, out: JSON.parse(last.startsWith('{') ? last : '{}')}
 }
 
-function timed(cmd: string, args: string[]): number {
-  const t0 = performance.now()
-  execFileSync(cmd, args, {cwd: ROOT, stdio: 'ignore', env: {...process.env, CI: 'true'}})
-  return (performance.now() - t0) / 1000
+/** Wall and CPU (user + sys) seconds of a command: on a shared, loaded machine CPU time is the steadier figure. */
+function timed(args: string[]): {wall: number; cpu: number} {
+  const stats = path.join(os.tmpdir(), `kiln-bench-time-${process.pid}-${Date.now()}`)
+  execFileSync('/usr/bin/time', ['-f', '%e %U %S', '-o', stats, process.execPath, ...args], {cwd: ROOT, stdio: 'ignore', env: {...process.env, CI: 'true'}})
+  const [wall, user, sys] = fs.readFileSync(stats, 'utf8').trim().split(/\s+/).slice(-3).map(Number)
+  fs.rmSync(stats, {force: true})
+  return {wall: wall!, cpu: user! + sys!}
+}
+
+const fmt = (t: {wall: number; cpu: number}) => `${t.wall.toFixed(2)} s wall / ${t.cpu.toFixed(2)} s cpu`
+const cpuSeconds = (since: NodeJS.CpuUsage) => {
+  const u = process.cpuUsage(since)
+  return (u.user + u.system) / 1e6
 }
 
 async function childMain(mode: string, file: string, out?: string): Promise<void> {
@@ -91,13 +100,16 @@ async function childMain(mode: string, file: string, out?: string): Promise<void
     return console.log(JSON.stringify({ortS: (performance.now() - t1) / 1000, finite}))
   }
   const t0 = performance.now()
+  const c0 = process.cpuUsage()
   const model = await readModel(file)
   const readS = (performance.now() - t0) / 1000
-  if (mode === 'read') return console.log(JSON.stringify({readS}))
+  const readCpuS = cpuSeconds(c0)
+  if (mode === 'read') return console.log(JSON.stringify({readS, readCpuS}))
   if (mode === 'readwrite') {
     const t1 = performance.now()
+    const c1 = process.cpuUsage()
     await writeModel(model, out!)
-    return console.log(JSON.stringify({readS, writeS: (performance.now() - t1) / 1000}))
+    return console.log(JSON.stringify({readS, readCpuS, writeS: (performance.now() - t1) / 1000, writeCpuS: cpuSeconds(c1)}))
   }
 }
 
@@ -124,14 +136,15 @@ async function main(): Promise<void> {
     const g = await generate(m400, layers)
     say(`generated ${layers} × 2048² fp32 MatMuls: ${(g.bytes / MB).toFixed(0)} MB in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
     const size400 = fs.statSync(m400).size
-    const inspectNoZstd = timed(process.execPath, ['bin/run.js', 'inspect', m400, '--json', '--no-compressed-size'])
-    const inspectZstd = timed(process.execPath, ['bin/run.js', 'inspect', m400, '--json'])
-    const help = timed(process.execPath, ['bin/run.js', '--help'])
-    say(`kiln inspect (${(size400 / MB).toFixed(0)} MB model): ${inspectNoZstd.toFixed(2)} s; with zstd size ${inspectZstd.toFixed(2)} s; kiln --help in the same conditions ${help.toFixed(2)} s`)
+    const inspectNoZstd = timed(['bin/run.js', 'inspect', m400, '--json', '--no-compressed-size'])
+    const inspectZstd = timed(['bin/run.js', 'inspect', m400, '--json'])
+    const help = timed(['bin/run.js', '--help'])
+    say(`kiln inspect (${(size400 / MB).toFixed(0)} MB model): ${fmt(inspectNoZstd)}; with the zstd size ${fmt(inspectZstd)}; kiln --help in the same conditions ${fmt(help)}`)
     const rw = child(['readwrite', m400, path.join(dir, 'm400-out.onnx')])
     const read = child(['read', m400])
+    const mbs = (s: number) => (size400 / MB / s).toFixed(0)
     say(
-      `read ${(size400 / MB / rw.out.readS!).toFixed(0)} MB/s, write ${(size400 / MB / rw.out.writeS!).toFixed(0)} MB/s, read→write ${(size400 / MB / (rw.out.readS! + rw.out.writeS!)).toFixed(0)} MB/s`,
+      `read ${mbs(rw.out.readS!)} MB/s, write ${mbs(rw.out.writeS!)} MB/s, read→write ${mbs(rw.out.readS! + rw.out.writeS!)} MB/s (wall); per CPU-second: read ${mbs(rw.out.readCpuS!)}, write ${mbs(rw.out.writeCpuS!)}, read→write ${mbs(rw.out.readCpuS! + rw.out.writeCpuS!)} MB/s`,
     )
     say(`peak RSS: read ${read.maxRssMB.toFixed(0)} MB, read+write ${rw.maxRssMB.toFixed(0)} MB (model ${(size400 / MB).toFixed(0)} MB; read above baseline = ${((read.maxRssMB - base.maxRssMB) / (size400 / MB)).toFixed(2)}× the file)`)
     const same = Buffer.compare(fs.readFileSync(m400), fs.readFileSync(path.join(dir, 'm400-out.onnx'))) === 0
