@@ -19,7 +19,7 @@ const schema = z
     /** TF.js input only: expose the interface as NHWC (default, as the model has it) or NCHW. */
     layout: z.enum(['nhwc', 'nchw']).optional(),
     /** TF.js input only: compare the ONNX model with TF.js itself after conversion. */
-    verify: z.union([z.boolean(), z.object({tolerance: z.number().positive().optional(), samples: z.number().int().positive().optional()}).strict()]).optional(),
+    verify: z.union([z.boolean(), z.object({tolerance: z.number().positive().optional(), samples: z.number().int().positive().optional(), dataset: z.string().min(1).optional()}).strict()]).optional(),
     /** TF.js input only: emit unsupported ops in this custom-op domain instead of failing. */
     customOpDomain: z.string().min(1).optional(),
   })
@@ -106,7 +106,7 @@ async function convertFromTfjs(ctx: StageContext, input: ArtifactRecord, modelJs
   const result = await convertTfjs(modelJson, out, {
     layout: params.layout,
     opset: params.opset,
-    verify: params.verify,
+    verify: typeof params.verify === 'object' && params.verify.dataset ? {...params.verify, dataset: ctx.dataset(params.verify.dataset)} : params.verify,
     customOpDomain: params.customOpDomain,
     signal: ctx.signal,
     log: (m) => ctx.log.info(m),
@@ -129,6 +129,7 @@ export default defineStage({
   version: '1',
   description: 'Convert a model to ONNX: TF.js → ONNX, or ONNX opset/IR upgrade with exact op rewrites.',
   schema,
+  datasets: (p) => (typeof p.verify === 'object' && p.verify.dataset ? [p.verify.dataset] : []),
   async run(ctx, input, params) {
     const modelJson = await tfjsModelJson(input.path)
     return modelJson ? convertFromTfjs(ctx, input, modelJson, params) : convertOnnx(ctx, input, params)

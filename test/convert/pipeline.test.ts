@@ -25,7 +25,7 @@ describe('a converted TF.js model flows through quantize and evaluate', () => {
       '  lfw: { path: ./lfw.npz, labels: labels }',
       'stages:',
       '  - uses: convert',
-      '    with: { verify: { samples: 1 } }',
+      '    with: { verify: { dataset: lfw, samples: 2 } }',
       '  - uses: quantize',
       '    with: { mode: fp16 }',
       '  - uses: evaluate',
@@ -49,6 +49,7 @@ describe('a converted TF.js model flows through quantize and evaluate', () => {
       ['evaluate', 'ran'],
     ])
     expect(stages[0]!.metrics.verify.passed).toBe(true)
+    expect(stages[0]!.metrics.verify.inputSource).toBe('dataset lfw')
     expect(r.json.gates.length).toBeGreaterThan(0)
     expect(r.json.gates.every((g: {passed: boolean}) => g.passed)).toBe(true)
     expect(stages[2]!.metrics.accuracy).toBeGreaterThanOrEqual(0.9)

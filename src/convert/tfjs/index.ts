@@ -9,6 +9,7 @@ import {loadTfjsModel} from './manifest.js'
 import {datasetInputs, sampleInputs} from './samples.js'
 import {verifyAgainstTfjs} from './verify.js'
 import type {VerifyReport} from './verify.js'
+import type {DatasetSpec} from '../../stages/types.js'
 
 /** Default verification tolerance: max abs error relative to each output's largest |value|. */
 export const DEFAULT_TOLERANCE = 1e-4
@@ -22,10 +23,11 @@ export interface TfjsConvertOptions {
   /**
    * Built-in verification against TF.js itself (default on). `tolerance`: max abs error relative to
    * each output's scale (default 1e-4); `samples`: how many inputs (default 4); `dataset`: an
-   * npz/npy file whose arrays are named like the inputs, in the converted model's layout; `images`:
+   * npz/npy file (or a pipeline dataset) whose arrays are named or mapped like the inputs, in the
+   * converted model's layout; `images`:
    * a folder of PNG/JPEG photos used for image inputs (else seeded random values).
    */
-  verify?: boolean | {tolerance?: number; samples?: number; dataset?: string; images?: string}
+  verify?: boolean | {tolerance?: number; samples?: number; dataset?: string | DatasetSpec; images?: string}
   /** Mark unsupported ops for this custom-op domain instead of failing. */
   customOpDomain?: string
   signal?: AbortSignal
@@ -75,7 +77,7 @@ export async function convertTfjs(modelJson: string, outFile: string, options: T
       const count = v.samples ?? 4
       const specs = converted.inputs.map((i) => ({...i, intHigh: i.intHigh}))
       const {samples, source} = v.dataset
-        ? {samples: await datasetInputs(v.dataset, specs, count, nchw, options.signal), source: `dataset ${v.dataset}`}
+        ? {samples: await datasetInputs(v.dataset, specs, count, nchw, options.signal), source: `dataset ${typeof v.dataset === 'string' ? v.dataset : v.dataset.name}`}
         : await sampleInputs(specs, count, v.images)
       if (options.signal?.aborted) throw new AbortedError()
       verify = await verifyAgainstTfjs(model, bytes, {inputs: specs, outputs: converted.outputs, nchw}, samples, {tolerance, inputSource: source})

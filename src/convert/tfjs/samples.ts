@@ -2,6 +2,7 @@ import {readdir} from 'node:fs/promises'
 import path from 'node:path'
 import {KilnError} from '../../errors.js'
 import {readBatches} from '../../data/dataset.js'
+import type {DatasetSpec} from '../../stages/types.js'
 import {DataType} from '../../onnx/proto.js'
 import {TO_NCHW, TO_NHWC, permuteData} from './builder.js'
 
@@ -76,9 +77,11 @@ export async function sampleInputs(specs: SampleInputSpec[], count: number, imag
  * Samples from a dataset file (npz/npy, fields named like the ONNX inputs), in the converted
  * model's interface layout (`nchw` says whether rank-4 inputs are channels-first there).
  */
-export async function datasetInputs(file: string, specs: SampleInputSpec[], count: number, nchw: boolean, signal?: AbortSignal): Promise<Sample[]> {
+export async function datasetInputs(dataset: string | DatasetSpec, specs: SampleInputSpec[], count: number, nchw: boolean, signal?: AbortSignal): Promise<Sample[]> {
   const samples: Sample[] = []
-  const batches = readBatches({name: path.basename(file), path: file, limit: count}, {batchSize: 1, signal, inputs: specs.map((s) => ({name: s.name, type: '', dims: nchw && s.shape.length === 4 ? TO_NCHW.map((p) => s.shape[p]!) : s.shape}))})
+  const spec: DatasetSpec = typeof dataset === 'string' ? {name: path.basename(dataset), path: dataset} : dataset
+  const file = spec.path
+  const batches = readBatches({...spec, limit: Math.min(count, spec.limit ?? count)}, {batchSize: 1, signal, inputs: specs.map((s) => ({name: s.name, type: '', dims: nchw && s.shape.length === 4 ? TO_NCHW.map((p) => s.shape[p]!) : s.shape}))})
   for await (const batch of batches) {
     const sample: Sample = {}
     for (const spec of specs) {
