@@ -17,7 +17,6 @@ const {builtinKinds, loadStage} = await import(path.join(root, 'dist/stages/regi
 // `io: 'input'` describes the file as written: fields with defaults are optional.
 const options = {target: 'draft-2020-12', io: 'input', unrepresentable: 'any'}
 const schema = z.toJSONSchema(PipelineSchema, options)
-schema.$id = 'https://kiln.dev/schemas/pipeline.schema.json'
 schema.title = 'kiln pipeline file'
 
 const stageItem = schema.properties.stages.items
