@@ -88,6 +88,24 @@ describe('Keras layers convert and match TF.js', () => {
     await convertAndVerify(gru, 'gru')
   })
 
+  it('batch norm on 2-D and 3-D tensors, Average, Maximum, Minimum, Permute, RepeatVector, Cropping2D, 1-D global pooling', async () => {
+    const L = tf.layers
+    const seq = tf.input({shape: [5, 3], name: 'seq'})
+    const img = tf.input({shape: [8, 8, 2], name: 'img'})
+    const a = L.batchNormalization().apply(L.dense({units: 4}).apply(seq)) as TfNs.SymbolicTensor
+    const b = L.dense({units: 4, activation: 'sigmoid'}).apply(L.permute({dims: [2, 1]}).apply(L.permute({dims: [2, 1]}).apply(seq))) as TfNs.SymbolicTensor
+    const merged = [L.multiply().apply([a, b]), L.average().apply([a, b]), L.maximum().apply([a, b]), L.minimum().apply([a, b])] as TfNs.SymbolicTensor[]
+    const pooled = L.globalAveragePooling1d().apply(L.concatenate().apply(merged)) as TfNs.SymbolicTensor
+    const v = L.batchNormalization().apply(L.dense({units: 6}).apply(pooled)) as TfNs.SymbolicTensor
+    const rep = L.globalMaxPooling1d().apply(L.repeatVector({n: 3}).apply(v)) as TfNs.SymbolicTensor
+    const cropped = L.flatten().apply(L.cropping2D({cropping: [[1, 2], [2, 1]]}).apply(L.conv2d({filters: 3, kernelSize: 1}).apply(img))) as TfNs.SymbolicTensor
+    const out = L.dense({units: 2, name: 'out'}).apply(L.concatenate().apply([rep, cropped])) as TfNs.SymbolicTensor
+    const model = tf.model({inputs: [seq, img], outputs: out})
+    randomize(model, 13)
+    const {metrics} = await convertAndVerify(model, 'misc')
+    expect((metrics.inputs as {name: string}[]).map((i) => i.name)).toEqual(['seq', 'img'])
+  })
+
   it('nested Sequential and functional models', async () => {
     const L = tf.layers
     const innerSeq = tf.sequential({name: 'feature', layers: [L.conv2d({inputShape: [12, 12, 3], filters: 4, kernelSize: 3, padding: 'same', activation: 'relu'}), L.batchNormalization()]})

@@ -33,7 +33,6 @@ export const LAYER_LIST: Record<string, LayerConverter> = {
   GlobalAvgPool2D: globalPooling,
   GlobalMaxPool2D: globalPooling,
   Add: merge,
-  Subtract: merge,
   Multiply: merge,
   Average: merge,
   Maximum: merge,

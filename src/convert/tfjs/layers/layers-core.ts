@@ -104,7 +104,7 @@ export const dense: LayerConverter = (ctx) => {
   return [withActivation(ctx, y)]
 }
 
-/** Add / Subtract / Multiply / Average / Maximum / Minimum. */
+/** Add / Multiply / Average / Maximum / Minimum. */
 export const merge: LayerConverter = (ctx) => {
   const {b, hint} = ctx
   const ins = ctx.inputs
@@ -115,8 +115,6 @@ export const merge: LayerConverter = (ctx) => {
   switch (ctx.layer.class_name) {
     case 'Add':
       return [b.op('Sum', names, {}, out)]
-    case 'Subtract':
-      return [b.op('Sub', names, {}, out)]
     case 'Multiply':
       return [names.slice(1).reduce<Val>((acc, n, i) => b.op('Mul', [acc.name, n], {}, i === names.length - 2 ? out : {...out, hint: `${hint}_${i}`}), {name: names[0]!, dtype})]
     case 'Average': {
