@@ -49,6 +49,20 @@ describe('kiln init', () => {
     expect(existsSync(path.join(dir, 'pipeline', 'registry', 'blazeface_front_128'))).toBe(true)
   })
 
+  it('writes a quantize pipeline that runs on a real model', async () => {
+    const dir = await workspace()
+    const r = await kiln(['init', '--template', 'quantize', '--model', MODELS.blazeface], {cwd: dir})
+    expect(r.exitCode, r.stderr).toBe(0)
+    const run = await kiln(['run', '--json'], {cwd: dir})
+    const stages = (run.json?.stages ?? []) as {id: string; status: string}[]
+    expect(stages.map((s) => [s.id, s.status]), run.stderr).toEqual([
+      ['convert', 'ran'],
+      ['quantize', 'ran'],
+      ['publish', 'ran'],
+    ])
+    expect(run.exitCode).toBe(0)
+  })
+
   it('never overwrites an existing file without --force', async () => {
     const dir = await workspace()
     await writeFile(path.join(dir, 'kiln.yaml'), '# my own pipeline\n')
