@@ -68,7 +68,7 @@ async function record(model: string, variant: string, file: string, base: {acc: 
 
 /** Candidate latency / baseline latency (below 1 is faster), paired A/B in one process. */
 async function latencyRatio(baseline: string, candidate: string, batch: number): Promise<{ratio: number; low: number; high: number}> {
-  const ab = await benchmarkAB({baseline, candidate}, profile, {batch: [batch], rounds: quick ? 6 : 20, iterations: quick ? 120 : 600, warmup: 20, compressedSize: false})
+  const ab = await benchmarkAB({baseline, candidate}, profile, {batch: [batch], rounds: quick ? 6 : 30, iterations: quick ? 120 : 900, warmup: 20, compressedSize: false})
   const c = ab.comparisons[0]!
   return {ratio: Number((1 / c.speedup).toFixed(3)), low: Number((1 / c.high).toFixed(3)), high: Number((1 / c.low).toFixed(3))}
 }
@@ -96,6 +96,28 @@ for (const name of ['mlp', 'cnn'] as const) {
     await record(name, `magnitude ${sparsity} + int8 static (${report.decision}) + zstd`, q, base)
   }
 
+  // Clustering the surviving weights (float storage) before int8 leaves few distinct codes per
+  // channel, which zstd then packs into a few bits each.
+  for (const k of [8, 16]) {
+    const pruned = path.join(dir, `${name}-p0.5.onnx`)
+    const clustered = path.join(dir, `${name}-p0.5-k${k}.onnx`)
+    await clusterFile(pruned, clustered, {clusters: k, storage: 'float'})
+    const q = path.join(dir, `${name}-p0.5-k${k}-int8.onnx`)
+    const report = await quantizeModel({input: clustered, output: q, mode: 'static', calibration: {name: 'calib', path: trained.calib}, profile, neverSlower: false})
+    await record(name, `magnitude 0.5 + cluster k=${k} + int8 static (${report.decision}) + zstd`, q, base)
+  }
+  {
+    // Sensitivity-guided: per-layer ratios chosen on the calibration images (agreement with fp32), not the test set.
+    const planned = path.join(dir, `${name}-planned.onnx`)
+    try {
+      const r = await pruneFile(fp32, planned, {sparsity: 0.5, eval: {dataset: {name: 'calib', path: trained.calib}, maxAccuracyDrop: 0.03, samples: 256}})
+      await record(name, 'sensitivity plan 0.5 (calib agreement drop <= 3%)', planned, base, {plan: r.sensitivity!.plan.map((p) => `${p.layer}:${p.ratio.toFixed(2)}`).join(' ')})
+    } catch (error) {
+      rows.push({model: name, variant: 'sensitivity plan 0.5', failed: (error as Error).message})
+      console.log(JSON.stringify(rows.at(-1)))
+    }
+  }
+
   const lr = path.join(dir, `${name}-lowrank.onnx`)
   const lrr = await lowrankFile(fp32, lr, {energy: 0.9})
   await record(name, 'lowrank energy 0.9', lr, base, {factorised: lrr.factorised, paramsBefore: lrr.params.before, paramsAfter: lrr.params.after})
@@ -107,10 +129,10 @@ for (const name of ['mlp', 'cnn'] as const) {
   }
 
   if (name === 'cnn') {
-    for (const ratio of [0.3, 0.5]) {
-      const ch = path.join(dir, `cnn-ch${ratio}.onnx`)
-      const r = await pruneFile(fp32, ch, {sparsity: ratio, method: 'channel', criterion: 'l1'})
-      await record(name, `channel ${ratio} l1`, ch, base, {
+    for (const [ratio, multiple] of [[0.3, 1], [0.3, 16], [0.5, 1], [0.5, 16]] as const) {
+      const ch = path.join(dir, `cnn-ch${ratio}-${multiple}.onnx`)
+      const r = await pruneFile(fp32, ch, {sparsity: ratio, method: 'channel', criterion: 'l1', channelMultiple: multiple})
+      await record(name, `channel ${ratio} l1 multiple ${multiple} (kept ${r.channel!.groups.map((g) => g.kept).join('/')})`, ch, base, {
         flopsRatio: Number((r.flops!.after / r.flops!.before).toFixed(3)),
         latencyRatioB1: await latencyRatio(fp32, ch, 1),
         latencyRatioB32: await latencyRatio(fp32, ch, 32),
