@@ -70,6 +70,28 @@ describe('readBatches', () => {
     expect(b!.labels![0]).toBe(0)
   })
 
+  it('reads rows of a plain .npy on demand, resizing grey crops for an NHWC model', async () => {
+    const batches = await all({path: fixture('data/lfw_subset.npy'), shuffle: true, seed: 3, limit: 6, preprocess: {resize: 32, dtype: 'float32', scale: 2, mean: 1}}, 4, [{name: 'img', type: 'float32', dims: [1, 32, 32]}])
+    expect(batches.map((b) => b.inputs.img!.dims)).toEqual([[4, 32, 32], [2, 32, 32]])
+    const data = batches[0]!.inputs.img!.data as Float32Array
+    expect(Math.min(...data)).toBeGreaterThanOrEqual(-1)
+    expect(Math.max(...data)).toBeLessThanOrEqual(1)
+  })
+
+  it('reads plain (uncompressed) IDX by random access', async () => {
+    const {gunzipSync} = await import('node:zlib')
+    const dir = path.join(tmp, 'idx')
+    fs.mkdirSync(dir, {recursive: true})
+    for (const f of ['t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte']) fs.writeFileSync(path.join(dir, f), gunzipSync(fs.readFileSync(fixture(`data/fashion-mnist/${f}.gz`))))
+    const shuffled = await all({path: path.join(dir, 't10k-images-idx3-ubyte'), shuffle: true, seed: 9, limit: 20, preprocess: {dtype: 'float32'}}, 20, FASHION)
+    const ref = await readIdx(fixture('data/fashion-mnist/t10k-labels-idx1-ubyte.gz'))
+    expect(shuffled[0]!.size).toBe(20)
+    // Shuffled labels are a sample of the real ones, not the first 20 in order.
+    expect(Array.from(shuffled[0]!.labels!)).not.toEqual(Array.from(ref.data.subarray(0, 20) as Uint8Array))
+    const sorted = await all({path: path.join(dir, 't10k-images-idx3-ubyte'), limit: 20, preprocess: {dtype: 'float32'}}, 20, FASHION)
+    expect(Array.from(sorted[0]!.labels!)).toEqual(Array.from(ref.data.subarray(0, 20) as Uint8Array))
+  })
+
   it('reads JSONL rows of nested arrays', async () => {
     const file = path.join(tmp, 'rows.jsonl')
     const digits = JSON.parse(fs.readFileSync(fixture('data/mnist/3.json'), 'utf8')) as {data: number[]} | {data: number[]}[]
