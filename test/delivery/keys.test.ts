@@ -4,6 +4,7 @@ import path from 'node:path'
 import {sign, verify} from 'node:crypto'
 import {describe, expect, it} from 'vitest'
 import {generateKeys, loadPublicKey, loadSigningKey, parseDataKey} from '../../src/delivery/keys.js'
+import {kiln} from '../helpers/cli.js'
 
 describe('keys', () => {
   it('generates an Ed25519 pair and a 32-byte data key with private modes, and never overwrites', async () => {
@@ -30,5 +31,16 @@ describe('keys', () => {
     const keys = await generateKeys(dir)
     await expect(loadSigningKey(keys.signingPub)).rejects.toThrow(/not a PEM private key/)
     expect(() => parseDataKey('c2hvcnQ=', 'x')).toThrow(/32-byte/)
+  })
+
+  it('kiln keys generate --out DIR writes the three files and refuses a second time', async () => {
+    const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-keys-')), 'k')
+    const r = await kiln(['keys', 'generate', '--out', dir, '--json'])
+    expect(r.exitCode, r.stderr).toBe(0)
+    expect(fs.readdirSync(dir).sort()).toEqual(['data.key', 'signing.key', 'signing.pub'])
+    expect(r.stdout).not.toContain(fs.readFileSync(path.join(dir, 'data.key'), 'utf8').trim())
+    const again = await kiln(['keys', 'generate', '--out', dir])
+    expect(again.exitCode).toBe(2)
+    expect(again.stderr).toMatch(/never overwrites keys/)
   })
 })
