@@ -5,7 +5,7 @@ import type {HardwareProfile} from '../stages/types.js'
 import type {Ort} from './ort.js'
 import {loadOrt} from './ort.js'
 import {checkProviders, createProfileSession, PROFILE_DEFAULTS} from './profiles.js'
-import {meanCi, percentile} from './stats.js'
+import {bootstrapMeanCi, meanCi, percentile} from './stats.js'
 import * as fsp from 'node:fs/promises'
 
 /** Options of {@link benchmark} and {@link benchmarkAB}; unset ones come from the profile. */
@@ -38,7 +38,7 @@ export interface BenchOptions {
 export interface LatencyStats {
   n: number
   mean: number
-  /** 95% confidence interval of the mean. */
+  /** 95% confidence interval of the mean (percentile bootstrap: latencies are skewed). */
   ciLow: number
   ciHigh: number
   stdev: number
@@ -102,11 +102,12 @@ export interface ABResult {
 function summarise(samples: ArrayLike<number>): LatencyStats {
   const sorted = Float64Array.from(samples).sort()
   const ci = meanCi(samples)
+  const boot = bootstrapMeanCi(samples)
   return {
     n: samples.length,
     mean: ci.mean,
-    ciLow: ci.low,
-    ciHigh: ci.high,
+    ciLow: boot.low,
+    ciHigh: boot.high,
     stdev: ci.stdev,
     cv: ci.mean > 0 ? ci.stdev / ci.mean : 0,
     min: sorted[0] ?? Number.NaN,

@@ -35,3 +35,28 @@ export function meanCi(xs: ArrayLike<number>): {mean: number; low: number; high:
   const half = xs.length > 1 ? (t95(xs.length - 1) * s) / Math.sqrt(xs.length) : Number.POSITIVE_INFINITY
   return {mean: m, low: m - half, high: m + half, stdev: s}
 }
+
+/**
+ * Percentile-bootstrap 95% interval of the mean (seeded, so reports are reproducible). Latencies
+ * are skewed with long tails; a t interval there can even dip below zero.
+ */
+export function bootstrapMeanCi(xs: ArrayLike<number>, resamples = 1000, seed = 1): {low: number; high: number} {
+  const n = xs.length
+  if (n < 2) return {low: Number.NaN, high: Number.NaN}
+  let a = seed >>> 0
+  const rand = () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
+  }
+  const means = new Float64Array(resamples)
+  for (let r = 0; r < resamples; r++) {
+    let s = 0
+    for (let i = 0; i < n; i++) s += xs[Math.floor(rand() * n)]!
+    means[r] = s / n
+  }
+  means.sort()
+  return {low: percentile(means, 2.5), high: percentile(means, 97.5)}
+}

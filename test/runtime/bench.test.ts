@@ -2,7 +2,7 @@ import {describe, expect, it} from 'vitest'
 import {benchmark, benchmarkAB} from '../../src/runtime/bench.js'
 import {checkProviders, getProfile, resolveProfiles} from '../../src/runtime/profiles.js'
 import {meanCi, percentile} from '../../src/runtime/stats.js'
-import {ensureTrainedModels, MODELS} from '../helpers/fixtures.js'
+import {MODELS} from '../helpers/fixtures.js'
 
 describe('hardware profiles', () => {
   it('has the built-ins and merges custom ones over cpu-2t defaults', () => {
@@ -46,7 +46,12 @@ describe('benchmark harness', () => {
     expect(l.p90).toBeLessThanOrEqual(l.p95)
     expect(l.p95).toBeLessThanOrEqual(l.p99)
     expect(l.p99).toBeLessThanOrEqual(l.max)
-    expect(run.throughput).toBeCloseTo(1000 / l.mean, -2)
+    expect(l.ciLow).toBeGreaterThan(0)
+    expect(l.ciLow).toBeLessThanOrEqual(l.mean)
+    expect(l.ciHigh).toBeGreaterThanOrEqual(l.mean)
+    expect(run.throughput).toBeGreaterThan(0)
+    // Throughput counts wall time, gaps between runs included: never more than the latencies allow.
+    expect(run.throughput).toBeLessThanOrEqual((1000 / l.mean) * 1.001)
     expect(run.peakRssBytes).toBeGreaterThan(10 * 2 ** 20)
     expect(run.inputShapes['input:0']).toEqual([1, 128, 128, 3])
   }, 60_000)
@@ -56,16 +61,17 @@ describe('benchmark harness', () => {
   })
 
   it('interleaves A/B and does not claim a speed-up between a model and itself', async () => {
-    const t = ensureTrainedModels()
-    const ab = await benchmarkAB({baseline: t.mlp, candidate: t.mlp}, getProfile('cpu-1t'), {batch: [8], iterations: 200, rounds: 10, warmup: 5, compressedSize: false})
+    // BlazeFace runs take milliseconds, so each round spans enough time for a busy machine's
+    // hiccups to average out; sub-millisecond rounds would measure the scheduler instead.
+    const ab = await benchmarkAB({baseline: MODELS.blazeface, candidate: MODELS.blazeface}, getProfile('cpu-1t'), {iterations: 100, rounds: 10, warmup: 3, compressedSize: false})
     const c = ab.comparisons[0]!
     expect(c.low).toBeLessThanOrEqual(c.speedup)
     expect(c.high).toBeGreaterThanOrEqual(c.speedup)
     // The same model on both sides: the ratio is near 1, and a verdict is only given when the interval excludes 1.
-    expect(c.speedup).toBeGreaterThan(0.67)
-    expect(c.speedup).toBeLessThan(1.5)
+    expect(c.speedup).toBeGreaterThan(0.5)
+    expect(c.speedup).toBeLessThan(2)
     expect(c.verdict).toBe(c.low > 1 ? 'faster' : c.high < 1 ? 'slower' : 'inconclusive')
-    expect(ab.baseline.runs[0]!.iterations).toBe(200)
-    expect(ab.candidate.runs[0]!.iterations).toBe(200)
+    expect(ab.baseline.runs[0]!.iterations).toBe(100)
+    expect(ab.candidate.runs[0]!.iterations).toBe(100)
   }, 300_000)
 })
