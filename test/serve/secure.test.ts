@@ -108,14 +108,31 @@ describe('kiln serve: signed and encrypted artifacts', () => {
     expect(await fsp.readdir(serverTmp)).toEqual([])
   })
 
-  it('refuses encrypted models without the data key, and with the wrong one', async () => {
-    const server = await startServe([path.join(published, 'face'), '--key', path.join(tmp, 'other-keys', 'data.key'), '--token', TOKEN])
+  it('decrypts loose encrypted files too, and refuses encrypted models without the data key or with the wrong one', async () => {
+    // A folder holding a publish root and a loose encrypted model file.
+    const mixed = path.join(tmp, 'mixed')
+    await fsp.cp(path.join(published, 'face'), path.join(mixed, 'face'), {recursive: true})
+    await fsp.copyFile(path.join(published, 'face', 'v1', 'model.onnx.kenc'), path.join(mixed, 'loose.onnx.kenc'))
+    const withKey = await startServe([mixed, '--key', path.join(keys, 'data.key'), '--token', TOKEN])
     try {
-      const [face] = await index(server)
-      expect(face).toMatchObject({name: 'face', version: 'v1', state: 'UNAVAILABLE'})
-      expect(face!.reason).toMatch(/^cannot decrypt model\.onnx\.kenc: /)
+      expect(await index(withKey)).toEqual([
+        {name: 'face', version: 'v1', state: 'READY', reason: ''},
+        {name: 'loose', version: '1', state: 'READY', reason: ''},
+      ])
     } finally {
-      await server.stop()
+      await withKey.stop()
+    }
+    const wrongKey = await startServe([mixed, '--key', path.join(tmp, 'other-keys', 'data.key'), '--token', TOKEN])
+    try {
+      const entries = await index(wrongKey)
+      expect(entries.map((e) => [e.name, e.state])).toEqual([
+        ['face', 'UNAVAILABLE'],
+        ['loose', 'UNAVAILABLE'],
+      ])
+      expect(entries[0]!.reason).toMatch(/^cannot decrypt model\.onnx\.kenc: /)
+      expect(entries[1]!.reason).toMatch(/^cannot decrypt loose\.onnx\.kenc: /)
+    } finally {
+      await wrongKey.stop()
     }
     const keyless = await startServe([path.join(published, 'face'), '--token', TOKEN])
     try {

@@ -4,7 +4,7 @@ import {GetObjectCommand, ListObjectsV2Command, NoSuchKey, type S3Client} from '
 import {KilnError, UsageError} from '../../errors.js'
 import {createS3Client} from '../targets/s3-client.js'
 import type {LatestPointer} from '../targets/types.js'
-import type {ModelEntry, ModelSource} from './sources.js'
+import {looseModelName, type ModelEntry, type ModelSource} from './sources.js'
 
 /** Connection settings beyond the standard AWS environment (credentials, AWS_REGION, AWS_ENDPOINT_URL_S3), as `publish` takes them. */
 export interface S3SourceOptions {
@@ -98,8 +98,9 @@ export function s3Source(uri: string, options: S3SourceOptions = {}): ModelSourc
       }
       const {keys, prefixes} = await listAll(client, bucket, prefix, '/')
       const out: Array<ModelEntry | {name: string; error: string}> = []
-      for (const key of keys.filter((k) => k.toLowerCase().endsWith('.onnx'))) {
-        const name = path.posix.basename(key).slice(0, -'.onnx'.length)
+      for (const key of keys) {
+        const name = looseModelName(path.posix.basename(key))
+        if (!name) continue
         const bytes = await getBytes(client, bucket, key)
         if (bytes) out.push({name, versions: [{version: '1', origin: {kind: 'memory', files: new Map([[path.posix.basename(key), bytes]])}}], defaultVersion: '1'})
       }

@@ -28,6 +28,14 @@ export interface ModelSource {
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/
 
+/** A loose model file: `NAME.onnx`, or encrypted / zstd-compressed as `NAME.onnx.kenc` / `NAME.onnx.zst`. */
+const LOOSE_MODEL_RE = /^(.+)\.onnx(?:\.kenc|\.zst)?$/i
+
+/** The model name of a loose model file, or undefined when the file is not one. */
+export function looseModelName(file: string): string | undefined {
+  return LOOSE_MODEL_RE.exec(file)?.[1]
+}
+
 /** Model names appear in URLs: keep them to what needs no escaping. */
 export function checkModelName(name: string): string | undefined {
   return NAME_RE.test(name) ? undefined : `model name '${name}' must start with a letter or digit and use only letters, digits, '.', '_' and '-'`
@@ -72,7 +80,7 @@ export async function readModelFolder(name: string, dir: string): Promise<ModelE
 }
 
 /**
- * A folder of models: each `NAME.onnx` file is model NAME (version 1), each sub-folder a model
+ * A folder of models: each `NAME.onnx` file (or `NAME.onnx.kenc`, `NAME.onnx.zst`) is model NAME (version 1), each sub-folder a model
  * named after it (see {@link readModelFolder}). A folder that is itself a `publish` root (it has a
  * `latest` pointer) is one model named after the folder.
  */
@@ -94,8 +102,8 @@ export function directorySource(root: string): ModelSource {
       const out: Array<ModelEntry | {name: string; error: string}> = []
       for (const e of (await fsp.readdir(root, {withFileTypes: true})).sort((a, b) => (a.name < b.name ? -1 : 1))) {
         if (e.name.startsWith('.')) continue
-        if (e.isFile() && e.name.toLowerCase().endsWith('.onnx')) {
-          const name = e.name.slice(0, -'.onnx'.length)
+        const name = e.isFile() ? looseModelName(e.name) : undefined
+        if (name) {
           out.push({name, versions: [{version: '1', origin: {kind: 'file', file: path.join(root, e.name)}}], defaultVersion: '1'})
         } else if (e.isDirectory()) {
           try {
