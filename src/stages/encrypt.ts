@@ -7,9 +7,9 @@ import {defineStage} from './types.js'
 
 const schema = z.strictObject({
   /** The data key: a key file path (`data.key`), `env:NAME` holding the base64 key, or `passphrase:env:NAME`. */
-  key: z.string().min(1),
+  key: z.string().min(1).describe('Data key: a key file (data.key), env:NAME holding the base64 key, or passphrase:env:NAME.'),
   /** Plaintext bytes per authenticated chunk. */
-  chunkSize: z.number().int().min(1024).max(1 << 26).optional(),
+  chunkSize: z.number().int().min(1024).max(1 << 26).optional().describe('Plaintext bytes per authenticated chunk (default 1 MiB).'),
 })
 
 /**

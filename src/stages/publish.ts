@@ -4,7 +4,8 @@ import {defineStage} from './types.js'
 
 const schema = z.strictObject({
   /** One target URI or several; each is published in turn and reported separately. */
-  to: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).transform((v) => (Array.isArray(v) ? v : [v])),
+  to: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).transform((v) => (Array.isArray(v) ? v : [v]))
+    .describe('Target URIs: a directory path, file:///path, s3://bucket/prefix/ or oip+http(s)://host:port[/model]; may use {run.id}, {pipeline.name}, {stage.id}, {artifact.sha256}, {date}.'),
   /** Overrides for `s3://` targets; the standard AWS environment and config chain supply the rest. */
   s3: z
     .strictObject({
@@ -16,7 +17,8 @@ const schema = z.strictObject({
       partSize: z.number().int().min(5 * 1024 * 1024).optional(),
       queueSize: z.number().int().min(1).max(64).optional(),
     })
-    .optional(),
+    .optional()
+    .describe('S3 overrides (endpoint, region, forcePathStyle, timeoutMs, retries, partSize, queueSize); credentials and defaults come from the AWS environment.'),
   /** Settings for `oip+http(s)://` targets. */
   oip: z
     .strictObject({
@@ -25,7 +27,8 @@ const schema = z.strictObject({
       model: z.string().min(1).optional(),
       readyTimeoutMs: z.number().int().positive().optional(),
     })
-    .optional(),
+    .optional()
+    .describe('Open Inference Protocol settings: token (env:NAME), headers, model, readyTimeoutMs.'),
 })
 
 /**

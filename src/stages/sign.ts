@@ -6,7 +6,7 @@ import {defineStage} from './types.js'
 
 const schema = z.strictObject({
   /** Path to the Ed25519 private key (`signing.key` from `kiln keys generate`), relative to the pipeline file. */
-  key: z.string().min(1),
+  key: z.string().min(1).describe('Ed25519 private key file (signing.key), relative to the pipeline file.'),
 })
 
 /**
