@@ -60,7 +60,6 @@ export async function convertTfjs(modelJson: string, outFile: string, options: T
       : convertLayersModel(model.json.modelTopology, model.weights, {nchw, opset, customOpDomain: options.customOpDomain})
   const b = converted.builder
   const onnx = assembleModel(b, path.basename(modelJson, '.json'), opset, options.customOpDomain)
-  const bytes = modelToBytes(onnx)
   const convertSeconds = (performance.now() - started) / 1000
   const opCounts: Record<string, number> = {}
   for (const n of onnx.graph!.node) opCounts[n.opType] = (opCounts[n.opType] ?? 0) + 1
@@ -75,12 +74,12 @@ export async function convertTfjs(modelJson: string, outFile: string, options: T
       const v = typeof options.verify === 'object' ? options.verify : {}
       const tolerance = v.tolerance ?? DEFAULT_TOLERANCE
       const count = v.samples ?? 4
-      const specs = converted.inputs.map((i) => ({...i, intHigh: i.intHigh}))
+      const specs = converted.inputs
       const {samples, source} = v.dataset
         ? {samples: await datasetInputs(v.dataset, specs, count, nchw, options.signal), source: `dataset ${typeof v.dataset === 'string' ? v.dataset : v.dataset.name}`}
         : await sampleInputs(specs, count, v.images)
       if (options.signal?.aborted) throw new AbortedError()
-      verify = await verifyAgainstTfjs(model, bytes, {inputs: specs, outputs: converted.outputs, nchw}, samples, {tolerance, inputSource: source})
+      verify = await verifyAgainstTfjs(model, modelToBytes(onnx), {inputs: specs, outputs: converted.outputs, nchw}, samples, {tolerance, inputSource: source})
       log(`verified against TF.js (${verify.backend}) on ${source}: ${verify.outputs.map((o) => `${o.name} max abs ${o.maxAbsError.toExponential(2)}, rel ${o.relError.toExponential(2)}`).join('; ')}`)
       if (!verify.passed) {
         const bad = verify.outputs.filter((o) => !o.passed)

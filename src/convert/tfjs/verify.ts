@@ -1,5 +1,5 @@
 import {KilnError} from '../../errors.js'
-import {createSession} from '../../runtime/ort.js'
+import {createSession, loadOrt} from '../../runtime/ort.js'
 import {loadTfjs} from '../../runtime/tfjs.js'
 import type {TfjsBackendName} from '../../runtime/tfjs.js'
 import {DataType} from '../../onnx/proto.js'
@@ -92,7 +92,7 @@ async function runTfjs(model: LoadedTfjsModel, inputs: InterfaceSpec[], outputs:
 
 async function runOnnx(file: string | Uint8Array, inputs: InterfaceSpec[], samples: Sample[], nchw: boolean): Promise<Tensors[]> {
   const session = await createSession(file)
-  const ort = await import('onnxruntime-node')
+  const ort = await loadOrt()
   const results: Tensors[] = []
   try {
     for (const s of samples) {
