@@ -111,7 +111,8 @@ export async function evaluateModel(o: EvaluateOptions): Promise<EvaluateResult>
       }
       const feeds = toFeeds(b)
       const [out, ref] = await Promise.all([session.run(feeds), base?.run(feeds)])
-      const input = {outputs: toOutputs(out), baseline: ref ? toOutputs(ref) : undefined, labels: b.labels, size: b.size}
+      const outputs = toOutputs(out)
+      const input = {outputs, baseline: ref ? alignOutputs(toOutputs(ref), Object.keys(outputs)) : undefined, labels: b.labels, size: b.size}
       for (const a of accs) a.update(input)
       n += b.size
       o.progress?.(n)
@@ -124,4 +125,20 @@ export async function evaluateModel(o: EvaluateOptions): Promise<EvaluateResult>
     await session.release()
     await base?.release()
   }
+}
+
+/**
+ * The baseline's outputs under the model's output names. Conversion and some optimisers rename
+ * outputs; when names differ but the count matches, outputs pair up by position.
+ */
+export function alignOutputs(baseline: Outputs, names: string[]): Outputs {
+  if (names.every((n) => n in baseline)) return baseline
+  const values = Object.values(baseline)
+  if (values.length !== names.length) {
+    throw new KilnError(`the baseline's outputs (${Object.keys(baseline).join(', ')}) do not match the model's (${names.join(', ')})`, {
+      code: 'E_EVAL_BASELINE',
+      tryMessage: 'Compare models with the same outputs, or name the output to read with `output:`.',
+    })
+  }
+  return Object.fromEntries(names.map((n, i) => [n, values[i]!]))
 }

@@ -75,3 +75,13 @@ describe('evaluateModel', () => {
     expect(rocAuc([0.5, 0.5], [false, true])).toBeCloseTo(0.5, 10)
   })
 })
+
+describe('alignOutputs', () => {
+  it('pairs renamed baseline outputs by position, and refuses a different count', async () => {
+    const {alignOutputs} = await import('../../src/eval/evaluate.js')
+    const o = {data: new Float32Array([1]), dims: [1, 1]}
+    expect(Object.keys(alignOutputs({out0: o, out1: o}, ['logits', 'probs']))).toEqual(['logits', 'probs'])
+    expect(alignOutputs({logits: o}, ['logits']).logits).toBe(o)
+    expect(() => alignOutputs({a: o}, ['x', 'y'])).toThrow(/do not match/)
+  })
+})
