@@ -16,6 +16,8 @@ export interface PreprocessReport {
   foldedBatchNorm: number
   /** Identity/Dropout nodes removed. */
   removedNodes: number
+  /** Conv pairs rescaled by cross-layer equalization (static mode). */
+  equalizedPairs?: number
 }
 
 /** Pre-process a model in place. */
@@ -125,4 +127,71 @@ function foldBatchNorm(model: ModelProto, graph: GraphProto, names: NameScope): 
     folded++
   }
   return folded
+}
+
+/**
+ * Cross-layer equalization (data-free): for Conv → [ReLU] → Conv, scale output channel c of the
+ * first by 1/s and input channel c of the second by s, with s = √(r1/r2) from the two weights'
+ * per-channel ranges. The float function is unchanged (ReLU is positively homogeneous) but channels
+ * whose filters dwarf the others no longer stretch one per-tensor activation range — the typical
+ * int8 failure of depthwise-separable nets.
+ */
+export function equalizeCrossLayer(model: ModelProto): number {
+  const graph = model.graph!
+  const consumers = consumersOf(graph)
+  const outputs = graphOutputNames(graph)
+  const w = weightIndex(model)
+  const uses = (name: string) => consumers.get(name)?.length ?? 0
+  const names = new NameScope(model)
+  let pairs = 0
+  for (const first of graph.node) {
+    if (first.opType !== 'Conv' || first.domain !== '') continue
+    let out = first.output[0]!
+    if (outputs.has(out) || uses(out) !== 1) continue
+    let next = consumers.get(out)![0]!.node
+    if (next.opType === 'Relu' && next.domain === '') {
+      out = next.output[0]!
+      if (outputs.has(out) || uses(out) !== 1) continue
+      next = consumers.get(out)![0]!.node
+    }
+    if (next.opType !== 'Conv' || next.domain !== '' || next.input[0] !== out || attrInt(next, 'group', 1) !== 1) continue
+    const w1 = w.get(first.input[1]!)
+    const w2 = w.get(next.input[1]!)
+    const b1 = first.input[2] ? w.get(first.input[2]) : undefined
+    if (!w1 || !w2 || (first.input[2] && !b1) || w1.tensor.dataType !== DataType.FLOAT || w2.tensor.dataType !== DataType.FLOAT) continue
+    if (uses(first.input[1]!) !== 1 || uses(next.input[1]!) !== 1 || (first.input[2] && uses(first.input[2]) !== 1)) continue
+    const d1 = w1.tensor.dims.map(Number)
+    const d2 = w2.tensor.dims.map(Number)
+    const m = d1[0]!
+    if (d2[1] !== m) continue
+    const v1 = Float32Array.from(tensorToFloat32(w1.tensor))
+    const v2 = Float32Array.from(tensorToFloat32(w2.tensor))
+    const inner1 = v1.length / m
+    const inner2 = d2.slice(2).reduce((a, b) => a * b, 1)
+    const scale = new Float32Array(m)
+    for (let c = 0; c < m; c++) {
+      let r1 = 0
+      for (let i = 0; i < inner1; i++) r1 = Math.max(r1, Math.abs(v1[c * inner1 + i]!))
+      let r2 = 0
+      for (let o = 0; o < d2[0]!; o++) for (let i = 0; i < inner2; i++) r2 = Math.max(r2, Math.abs(v2[(o * m + c) * inner2 + i]!))
+      scale[c] = r1 > 0 && r2 > 0 ? Math.sqrt(r1 / r2) : 1
+    }
+    for (let c = 0; c < m; c++) for (let i = 0; i < inner1; i++) v1[c * inner1 + i] = v1[c * inner1 + i]! / scale[c]!
+    for (let o = 0; o < d2[0]!; o++) for (let c = 0; c < m; c++) for (let i = 0; i < inner2; i++) v2[(o * m + c) * inner2 + i] = v2[(o * m + c) * inner2 + i]! * scale[c]!
+    const put = (ref: WeightRef, data: Float32Array, dims: number[]): string => {
+      const name = names.fresh(`${ref.name}_equalized`)
+      graph.initializer.push(makeTensor(name, DataType.FLOAT, dims, data))
+      return name
+    }
+    first.input[1] = put(w1, v1, d1)
+    next.input[1] = put(w2, v2, d2)
+    if (b1) {
+      const bv = Float32Array.from(tensorToFloat32(b1.tensor))
+      for (let c = 0; c < m; c++) bv[c] = bv[c]! / scale[c]!
+      first.input[2] = put(b1, bv, [m])
+    }
+    pairs++
+  }
+  removeUnusedWeights(model)
+  return pairs
 }

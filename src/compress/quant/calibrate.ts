@@ -90,7 +90,10 @@ export class TensorStats {
    * distribution with its 128-level quantized version and keep the one losing the least information.
    */
   private entropyThreshold(levels = 128): number {
-    const h = this.hist
+    // Exact zeros (ReLU floors, padding) quantize exactly whatever the range; left in, their spike
+    // dominates the divergence and drags the threshold far into the real data.
+    const h = Float64Array.from(this.hist)
+    h[0] = 0
     let best = BINS
     let bestKl = Number.POSITIVE_INFINITY
     const step = 16
@@ -112,10 +115,11 @@ export class TensorStats {
           if (h[b]! > 0) nonzero++
         }
         if (nonzero === 0) continue
+        // q is quantized from the clipped histogram without its tail, while p carries the tail in
+        // its last bin: that mismatch is what makes clipping cost something.
         const v = sum / nonzero
         for (let b = start; b < end; b++) if (h[b]! > 0) q[b] = v
       }
-      q[i - 1] = Math.max(q[i - 1]!, p[i - 1]! > 0 ? p[i - 1]! : 0)
       const kl = klDivergence(p, q)
       if (kl < bestKl) {
         bestKl = kl
