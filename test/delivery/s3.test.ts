@@ -178,6 +178,10 @@ describe('kiln publish', () => {
     expect(r.exitCode, r.stderr).toBe(0)
     expect(r.json.targets[0]).toMatchObject({uri: `s3://${BUCKET}/cli/cls/r7/`, status: 'published', files: 1})
     expect(await list('cli/cls/')).toEqual(['cli/cls/latest', `cli/cls/r7/${path.basename(MODELS.ocrCls)}`])
+    if (s3.kind !== 'radosgw') {
+      process.stderr.write('[s3 tests] wrong-secret check left out: fauxqs does not check signatures\n')
+      return
+    }
     const bad = await kiln(['publish', MODELS.ocrCls, '--to', `s3://${BUCKET}/cli/{pipeline.name}/`, '--name', 'cls', '--run-id', 'r8', '--s3-endpoint', s3.endpoint, '--json'], {env: {...env, AWS_SECRET_ACCESS_KEY: 'wrong-secret-value'}})
     expect(bad.exitCode).toBe(1)
     expect(bad.json.error.message).toMatch(/S3 refused|SignatureDoesNotMatch|403/)

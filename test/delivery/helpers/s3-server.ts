@@ -47,11 +47,14 @@ function plainClient(endpoint: string, accessKeyId: string, secretAccessKey: str
 /**
  * Start a real S3 server for one test file: Ceph radosgw through scripts/ceph/start.sh when it is
  * installed (required under CI=true), otherwise the fauxqs npm server, announced on stderr.
+ * `KILN_TEST_S3=fauxqs` picks fauxqs even where radosgw is installed (never under CI=true).
  */
 export async function startS3Server(): Promise<S3TestServer> {
   const accessKeyId = 'KILNTESTKEY'
   const secretAccessKey = 'KILNTESTSECRET'
-  if (await hasRadosgw()) {
+  // KILN_TEST_S3=fauxqs exercises the fallback on a machine that has radosgw too.
+  const forceFauxqs = process.env.KILN_TEST_S3 === 'fauxqs' && process.env.CI !== 'true'
+  if (!forceFauxqs && (await hasRadosgw())) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-ceph-'))
     const env = {...process.env, KILN_CEPH_DIR: dir, KILN_MON_PORT: String(await freePort()), KILN_RGW_PORT: String(await freePort()), KILN_S3_ACCESS: accessKeyId, KILN_S3_SECRET: secretAccessKey}
     const stop = async (): Promise<void> => {
@@ -76,6 +79,6 @@ export async function startS3Server(): Promise<S3TestServer> {
   const server = await startFauxqs({port: 0, logger: false})
   const endpoint = `http://127.0.0.1:${server.port}`
   const client = plainClient(endpoint, accessKeyId, secretAccessKey)
-  process.stderr.write(`[s3 tests] radosgw is not installed: using the fauxqs npm S3 server at ${endpoint} (no signature, Content-MD5 or If-None-Match checks)\n`)
+  process.stderr.write(`[s3 tests] ${forceFauxqs ? 'KILN_TEST_S3=fauxqs' : 'radosgw is not installed'}: using the fauxqs npm S3 server at ${endpoint} (no signature, Content-MD5 or If-None-Match checks)\n`)
   return {kind: 'fauxqs', endpoint, accessKeyId, secretAccessKey, client, createBucket: async (b) => void (await client.send(new CreateBucketCommand({Bucket: b}))), stop: async () => (client.destroy(), server.stop())}
 }
