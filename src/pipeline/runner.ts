@@ -307,7 +307,7 @@ async function runOneStage(
     },
     profile: (name) => getProfile(name ?? env.pipeline.target, env.pipeline.profiles),
     target: env.pipeline.target,
-    secret: (ref) => resolveSecretRef(ref, env.pipeline.baseDir),
+    secret: (ref) => resolveSecretRef(ref, env.pipeline.baseDir, {stage: spec.id}),
     inputArtifact: env.input,
     artifacts: env.artifacts,
     signal: env.signal,
