@@ -129,7 +129,7 @@ for (const name of ['mlp', 'cnn'] as const) {
   }
 
   if (name === 'cnn') {
-    for (const [ratio, multiple] of [[0.3, 1], [0.3, 16], [0.5, 1], [0.5, 16]] as const) {
+    for (const [ratio, multiple] of [[0.3, 1], [0.3, 8], [0.3, 16], [0.5, 8]] as const) {
       const ch = path.join(dir, `cnn-ch${ratio}-${multiple}.onnx`)
       const r = await pruneFile(fp32, ch, {sparsity: ratio, method: 'channel', criterion: 'l1', channelMultiple: multiple})
       await record(name, `channel ${ratio} l1 multiple ${multiple} (kept ${r.channel!.groups.map((g) => g.kept).join('/')})`, ch, base, {

@@ -18,7 +18,7 @@ export interface ChannelPruneOptions {
   overrides?: Record<string, number>
   /** Leave the groups of the first and last producing layers whole. */
   protectFirstLast?: boolean
-  /** Round each group's kept channel count to a multiple of this (default 1: no rounding). */
+  /** Round each group's kept channel count to a multiple of this (1: no rounding). */
   multiple?: number
 }
 

@@ -25,7 +25,11 @@ export interface PruneOptions {
   pattern?: string
   /** Channel importance for `channel`: L1 (default) or L2 norm of each filter. */
   criterion?: 'l1' | 'l2'
-  /** `channel`: round kept channel counts to a multiple of this (8 or 16 suit onnxruntime's CPU kernels). Default 1. */
+  /**
+   * `channel`: round kept channel counts to a multiple of this. Default 8: onnxruntime's CPU conv
+   * kernels block channels by 8 or 16, and a CNN pruned to 11/22/45 channels measured slower than
+   * the unpruned one. 1 keeps the exact ratio.
+   */
   channelMultiple?: number
   /** Leave the first and last prunable layers dense (they cost little and matter most). */
   protectFirstLast?: boolean
@@ -215,7 +219,7 @@ export async function pruneModel(model: ModelProto, options: PruneOptions, hooks
       scope: options.scope ?? 'layer',
       overrides: options.overrides,
       protectFirstLast: options.protectFirstLast,
-      multiple: options.channelMultiple,
+      multiple: options.channelMultiple ?? 8,
     })
     return {method, target: options.sparsity, ...layerSparsity(prunableWeights(model)), sparsity: channel.channelSparsity, channel}
   }
