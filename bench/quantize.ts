@@ -9,6 +9,7 @@
 //
 //   npx tsx bench/quantize.ts            everything (several minutes on 2 cores)
 //   npx tsx bench/quantize.ts --quick    fewer test images, no large model
+//   npx tsx bench/quantize.ts --large    only the large generated model
 import {execFileSync} from 'node:child_process'
 import * as fs from 'node:fs'
 import os from 'node:os'
@@ -37,6 +38,7 @@ if (process.argv[2] === '--child') {
 }
 
 const quick = process.argv.includes('--quick')
+const largeOnly = process.argv.includes('--large')
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-quant-'))
 const profile = getProfile('cpu-2t')
 const out = (name: string) => path.join(dir, name)
@@ -56,6 +58,7 @@ async function accuracyRow(label: string, model: string, opts: Omit<QuantizeOpti
 
 const results: Record<string, unknown> = {}
 
+if (!largeOnly) {
 // 1. Accuracy: BlazeFace on LFW.
 const lfwAll = out('lfw-all.npz')
 const lfwCalib = out('lfw-calib.npz')
@@ -131,6 +134,7 @@ for (const [label, model, mode, calibration] of [
   latency.push({label: 'BlazeFace static', shipped: r.decision, candidates: r.candidates.map((c) => ({name: c.name, latency: c.latency, reason: c.reason}))})
 }
 results.latency = latency
+}
 
 // 5. A generated transformer-shaped model of at least 400 MB: dynamic and int4, each in its own process.
 if (!quick) {
