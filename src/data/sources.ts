@@ -1,12 +1,10 @@
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as readline from 'node:readline'
-import {createGunzip, inflateRawSync} from 'node:zlib'
+import {constants as zlibConstants, createGunzip, createInflateRaw, inflateRawSync} from 'node:zlib'
 import {KilnError} from '../errors.js'
 import type {TypedArray} from '../onnx/tensor.js'
 import {decodeIdxElements, parseIdxHeader, streamIdx} from './idx.js'
-import type {NpyArray} from './npy.js'
-import {parseNpy} from './npy.js'
 
 /** One field (array, column group, JSON key) of a dataset: element type and per-sample shape. */
 export interface Field {
@@ -73,7 +71,7 @@ async function readRowsAt(a: OnDisk, indices: number[]): Promise<TypedArray> {
 }
 
 function headerOfNpy(bytes: Uint8Array, label: string): {dtype: string; shape: number[]; dataOffset: number} {
-  // parseNpy needs the data too; parse just the header here to learn where the data starts.
+  // Only the header: where the data starts, its dtype and shape; rows are read later, on demand.
   const major = bytes[6]!
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const headerLen = major === 1 ? dv.getUint16(8, true) : dv.getUint32(8, true)
@@ -134,7 +132,7 @@ export async function npzSource(file: string): Promise<Source> {
   }
   const cd = Buffer.alloc(cdSize)
   await fd.read(cd, 0, cdSize, cdOffset)
-  const arrays = new Map<string, {disk?: OnDisk; mem?: NpyArray; field: Field}>()
+  const arrays = new Map<string, {disk?: OnDisk; deflated?: Deflated; field: Field}>()
   let p = 0
   for (let n = 0; n < count; n++) {
     if (cd.readUInt32LE(p) !== 0x02014b50) throw new KilnError(`${file}: corrupt zip central directory`, {code: 'E_DATA'})
@@ -167,34 +165,90 @@ export async function npzSource(file: string): Promise<Source> {
       const h = headerOfNpy(head, `${file}:${entry}`)
       arrays.set(name, {disk: {fd, offset: dataStart + h.dataOffset, dtype: h.dtype, shape: h.shape}, field: {name, dtype: h.dtype, shape: h.shape.slice(1)}})
     } else if (method === 8) {
-      const raw = Buffer.alloc(csize)
-      await fd.read(raw, 0, csize, dataStart)
-      const arr = parseNpy(inflateRawSync(raw), `${file}:${entry}`)
-      if (arr.shape.length === 0) arr.shape = [1]
-      arrays.set(name, {mem: arr, field: {name, dtype: arr.dtype, shape: arr.shape.slice(1)}})
+      // Compressed (np.savez_compressed): inflate just enough to read the header; the rows stream.
+      const head = Buffer.alloc(Math.min(csize, 1 << 16))
+      await fd.read(head, 0, head.length, dataStart)
+      const inflated = inflateRawSync(head, {finishFlush: zlibConstants.Z_SYNC_FLUSH})
+      const h = headerOfNpy(inflated, `${file}:${entry}`)
+      arrays.set(name, {deflated: {start: dataStart, csize, dataOffset: h.dataOffset, dtype: h.dtype, shape: h.shape}, field: {name, dtype: h.dtype, shape: h.shape.slice(1)}})
     } else throw new KilnError(`${file}: entry ${entry} uses unsupported compression ${method}`, {code: 'E_DATA'})
   }
-  const lengths = [...arrays.values()].map((a) => (a.disk?.shape ?? a.mem!.shape)[0]!)
+  const lengths = [...arrays.values()].map((a) => (a.disk ?? a.deflated)!.shape[0]!)
+  const length = Math.min(...lengths)
+  const fields = [...arrays.values()].map((a) => a.field)
+  const readRows = async (indices: number[], wanted: string[]): Promise<Rows> => {
+    const values: Record<string, TypedArray> = {}
+    for (const f of wanted) values[f] = await readRowsAt(arrays.get(f)!.disk!, indices)
+    return {rows: indices.length, values}
+  }
+  if ([...arrays.values()].every((a) => a.disk)) return {fields, length, read: readRows, close: () => fd.close()}
   return {
-    fields: [...arrays.values()].map((a) => a.field),
-    length: Math.min(...lengths),
-    async read(indices, fields) {
-      const values: Record<string, TypedArray> = {}
-      for (const f of fields) {
+    fields,
+    length,
+    async *stream(wanted, signal) {
+      const iters = wanted.map((f) => {
         const a = arrays.get(f)!
-        if (a.disk) values[f] = await readRowsAt(a.disk, indices)
-        else {
-          const rowLen = per(a.mem!.shape.slice(1))
-          const Ctor = ctorOf(a.mem!.dtype)
-          const out = new Ctor(indices.length * rowLen)
-          indices.forEach((k, j) => (out as Float32Array).set((a.mem!.data as Float32Array).subarray(k * rowLen, (k + 1) * rowLen), j * rowLen))
-          values[f] = out
-        }
+        return a.disk ? storedRows(a.disk, length) : inflatedRows(file, a.deflated!, length, signal)
+      })
+      for (;;) {
+        const parts = await Promise.all(iters.map((it) => it.next()))
+        if (parts.some((p) => p.done)) return
+        const chunks = parts.map((p) => p.value as TypedArray)
+        const rows = chunks[0]!.length / per(arrays.get(wanted[0]!)!.field.shape)
+        yield {rows, values: Object.fromEntries(wanted.map((f, i) => [f, chunks[i]!]))}
       }
-      return {rows: indices.length, values}
     },
     close: () => fd.close(),
   }
+}
+
+const CHUNK_ROWS = 256
+
+async function* storedRows(a: OnDisk, length: number): AsyncGenerator<TypedArray> {
+  for (let s = 0; s < length; s += CHUNK_ROWS) yield readRowsAt(a, Array.from({length: Math.min(CHUNK_ROWS, length - s)}, (_, i) => s + i))
+}
+
+/** Rows of a deflated NPY entry, inflated as a stream: memory stays at one chunk. */
+async function* inflatedRows(file: string, d: Deflated, length: number, signal?: AbortSignal): AsyncGenerator<TypedArray> {
+  const Ctor = ctorOf(d.dtype)
+  const rowBytes = per(d.shape.slice(1)) * Ctor.BYTES_PER_ELEMENT
+  const raw = fs.createReadStream(file, {start: d.start, end: d.start + d.csize - 1})
+  let pending: Buffer = Buffer.alloc(0)
+  let skip = d.dataOffset
+  let left = length
+  try {
+    for await (const chunk of raw.pipe(createInflateRaw()) as AsyncIterable<Buffer>) {
+      if (signal?.aborted) throw new KilnError('cancelled', {code: 'E_ABORTED'})
+      let c = chunk
+      if (skip > 0) {
+        const n = Math.min(skip, c.length)
+        skip -= n
+        c = c.subarray(n)
+      }
+      pending = pending.length ? Buffer.concat([pending, c]) : c
+      while (left > 0 && pending.length >= Math.min(CHUNK_ROWS, left) * rowBytes) {
+        const rows = Math.min(CHUNK_ROWS, left)
+        // Copy into a fresh buffer: typed arrays need their element alignment.
+        const copy = new Uint8Array(rows * rowBytes)
+        copy.set(pending.subarray(0, rows * rowBytes))
+        yield new Ctor(copy.buffer, 0, (rows * rowBytes) / Ctor.BYTES_PER_ELEMENT)
+        pending = pending.subarray(rows * rowBytes)
+        left -= rows
+      }
+      if (left === 0) return
+    }
+    if (left > 0) throw new KilnError(`${file}: compressed array ends ${left} rows early`, {code: 'E_DATA'})
+  } finally {
+    raw.destroy()
+  }
+}
+
+interface Deflated {
+  start: number
+  csize: number
+  dataOffset: number
+  dtype: string
+  shape: number[]
 }
 
 const isGz = async (file: string): Promise<boolean> => {

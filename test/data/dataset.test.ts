@@ -92,6 +92,58 @@ describe('readBatches', () => {
     expect(Array.from(sorted[0]!.labels!)).toEqual(Array.from(ref.data.subarray(0, 20) as Uint8Array))
   })
 
+  it('streams a compressed (deflated) NPZ without inflating it whole', async () => {
+    const {deflateRawSync} = await import('node:zlib')
+    const {encodeNpy} = await import('../../src/data/npy.js')
+    const {crc32} = await import('../../src/data/npz-write.js')
+    const whole = await readNpz(trained.test)
+    const n = 600
+    const entries = {
+      input: encodeNpy({dtype: '<f4', shape: [n, 1, 28, 28], data: (whole.get('input')!.data as Float32Array).slice(0, n * 784)}),
+      labels: encodeNpy({dtype: '<i8', shape: [n], data: (whole.get('labels')!.data as BigInt64Array).slice(0, n)}),
+    }
+    // A zip with deflated entries, as np.savez_compressed writes it.
+    const parts: Buffer[] = []
+    const central: Buffer[] = []
+    let offset = 0
+    for (const [name, data] of Object.entries(entries)) {
+      const fname = Buffer.from(`${name}.npy`)
+      const comp = deflateRawSync(data)
+      const local = Buffer.alloc(30)
+      local.writeUInt32LE(0x04034b50, 0)
+      local.writeUInt16LE(20, 4)
+      local.writeUInt16LE(8, 8)
+      local.writeUInt32LE(crc32(data), 14)
+      local.writeUInt32LE(comp.length, 18)
+      local.writeUInt32LE(data.length, 22)
+      local.writeUInt16LE(fname.length, 26)
+      const cd = Buffer.alloc(46)
+      cd.writeUInt32LE(0x02014b50, 0)
+      cd.writeUInt16LE(8, 10)
+      cd.writeUInt32LE(crc32(data), 16)
+      cd.writeUInt32LE(comp.length, 20)
+      cd.writeUInt32LE(data.length, 24)
+      cd.writeUInt16LE(fname.length, 28)
+      cd.writeUInt32LE(offset, 42)
+      parts.push(local, fname, comp)
+      central.push(cd, fname)
+      offset += 30 + fname.length + comp.length
+    }
+    const cdBytes = Buffer.concat(central)
+    const end = Buffer.alloc(22)
+    end.writeUInt32LE(0x06054b50, 0)
+    end.writeUInt16LE(2, 8)
+    end.writeUInt16LE(2, 10)
+    end.writeUInt32LE(cdBytes.length, 12)
+    end.writeUInt32LE(offset, 16)
+    const file = path.join(tmp, 'compressed.npz')
+    fs.writeFileSync(file, Buffer.concat([...parts, cdBytes, end]))
+    const batches = await all({path: file, limit: 500}, 200, FASHION)
+    expect(batches.map((b) => b.size)).toEqual([200, 200, 100])
+    expect(Array.from((batches[2]!.inputs.input!.data as Float32Array).subarray(0, 784))).toEqual(Array.from((whole.get('input')!.data as Float32Array).subarray(400 * 784, 401 * 784)))
+    expect(Array.from(batches[1]!.labels!)).toEqual(Array.from((whole.get('labels')!.data as BigInt64Array).subarray(200, 400), Number))
+  })
+
   it('reads JSONL rows of nested arrays', async () => {
     const file = path.join(tmp, 'rows.jsonl')
     const digits = JSON.parse(fs.readFileSync(fixture('data/mnist/3.json'), 'utf8')) as {data: number[]} | {data: number[]}[]
