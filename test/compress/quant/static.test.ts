@@ -9,7 +9,9 @@ import {preprocessModel} from '../../../src/compress/preprocess.js'
 import {upgradeOpset} from '../../../src/compress/quant/opset.js'
 import {allNodes} from '../../../src/onnx/graph.js'
 import {modelToBytes, readModel} from '../../../src/onnx/model.js'
-import {MODELS, ensureFixtures} from '../../helpers/fixtures.js'
+import {MODELS, ensureFixtures, ensureTrainedModels} from '../../helpers/fixtures.js'
+import {agreement, evaluate} from '../../../src/compress/quant/measure.js'
+import {readBatches} from '../../../src/data/dataset.js'
 import {faceScore, lfwSamples, writeLfwNpz} from './lfw.js'
 import {feedsFor, runModel} from './models.js'
 
@@ -76,6 +78,22 @@ describe('static QDQ on BlazeFace with LFW', () => {
     expect(r.decision).toBe('kept-input')
     expect(r.message).toMatch(/kept the input/)
     expect(fs.readFileSync(out).equals(fs.readFileSync(MODELS.blazeface))).toBe(true)
+  })
+})
+
+describe('static QDQ on the trained Fashion-MNIST CNN', () => {
+  it('keeps accuracy within a point and agrees with fp32 on 98% of 500 test images', async () => {
+    const trained = ensureTrainedModels()
+    const out = path.join(dir, 'fashion_cnn.int8.onnx')
+    const r = await quantizeModel({input: trained.cnn, output: out, mode: 'static', calibration: {name: 'calib', path: trained.calib}, profile, neverSlower: false})
+    expect(r.preprocess!.foldedBatchNorm).toBeGreaterThan(0)
+    expect(r.quantizedNodes.Conv).toBeGreaterThan(0)
+    const test = {name: 'test', path: trained.test, limit: 500}
+    const batches = () => readBatches(test, {batchSize: 100})
+    const a = await evaluate(trained.cnn, batches, profile)
+    const b = await evaluate(out, batches, profile)
+    expect(a.accuracy! - b.accuracy!).toBeLessThanOrEqual(0.01)
+    expect(agreement(a.predictions, b.predictions)).toBeGreaterThanOrEqual(0.98)
   })
 })
 
