@@ -58,6 +58,7 @@ describe('TF.js weights manifest', () => {
       [{modelTopology: {node: []}, weightsManifest: [{paths: [], weights: [{name: 'w', shape: [2], dtype: 'float32', quantization: {dtype: 'uint8'}}]}]}, /without numeric min and scale/],
       [{modelTopology: {node: []}, weightsManifest: [{paths: [], weights: [{name: 'w', shape: [-1], dtype: 'float32'}]}]}, /invalid shape/],
       [{modelTopology: {foo: 1}, weightsManifest: []}, /neither a layers model/],
+      [{modelTopology: {node: []}, weightsManifest: [{paths: ['../../etc/passwd'], weights: []}]}, /outside the model's folder/],
     ]
     for (const [content, re] of cases) {
       const file = path.join(dir, 'model.json')

@@ -142,6 +142,9 @@ export async function loadTfjsModel(file: string): Promise<LoadedTfjsModel> {
     const parts: Uint8Array[] = []
     for (const rel of group.paths) {
       const shard = path.resolve(dir, decodeURIComponent(rel))
+      // Shards live beside model.json (TF.js fetches them relative to it); never read elsewhere.
+      const inside = path.relative(dir, shard)
+      if (inside === '..' || inside.startsWith(`..${path.sep}`) || path.isAbsolute(inside)) throw malformed(file, `weight shard path '${rel}' points outside the model's folder`)
       try {
         parts.push(await fsp.readFile(shard))
       } catch (error) {
