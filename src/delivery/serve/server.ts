@@ -215,7 +215,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     }
   }
 
-  const server = http.createServer({keepAliveTimeout: 5000, requestTimeout: 120_000}, (req, res) => {
+  // Keep idle connections longer than common clients do (undici: 4 s), so a client never reuses a
+  // socket the server is closing at that moment; shutdown closes idle ones at once anyway.
+  const server = http.createServer({keepAliveTimeout: 30_000, headersTimeout: 40_000, requestTimeout: 120_000}, (req, res) => {
     inflight++
     const started = performance.now()
     res.on('close', () => {
@@ -262,7 +264,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     metrics.requests.inc({route: routeLabel, model: outcome.model ?? '', status: String(outcome.status)})
     if (isInfer) metrics.inferRequests.inc({model: outcome.model ?? '', version: outcome.version ?? '', status: String(outcome.status)})
     const ms = Math.round((performance.now() - started) * 100) / 100
-    if (outcome.status >= 500) logger.log('error', 'request', {method: req.method, path, status: outcome.status, ms, error})
+    // Health probes answer 503 by design while loading or draining: not worth more than a debug line.
+    if (path.startsWith('/v2/health/')) logger.log('debug', 'request', {method: req.method, path, status: outcome.status, ms})
+    else if (outcome.status >= 500) logger.log('error', 'request', {method: req.method, path, status: outcome.status, ms, error})
     else if (outcome.status >= 400) logger.log('info', 'request', {method: req.method, path, status: outcome.status, ms, error})
     else logger.log('debug', 'request', {method: req.method, path, status: outcome.status, model: outcome.model, ms})
   }
