@@ -29,6 +29,10 @@ export default class Eval extends KilnCommand {
     scale: Flags.string({description: 'Preprocess: multiply values by this (e.g. 0.00392156862745098).'}),
     dtype: Flags.string({description: 'Preprocess: element type of the model input.', options: ['float32', 'float16', 'uint8', 'int8', 'int32', 'int64']}),
     layout: Flags.string({description: 'Preprocess: layout the model expects.', options: ['NCHW', 'NHWC']}),
+    resize: Flags.string({description: 'Preprocess: resize to H,W (or one number for a square).'}),
+    crop: Flags.string({description: 'Preprocess: centre-crop to H,W after resizing.'}),
+    mean: Flags.string({description: 'Preprocess: subtract (one value or one per channel, comma-separated).'}),
+    std: Flags.string({description: 'Preprocess: divide by (one value or one per channel, comma-separated).'}),
     profile: Flags.string({description: 'Hardware profile for the sessions.', default: 'cpu-2t'}),
     task: Flags.string({description: 'How outputs relate to labels.', options: ['classification', 'binary', 'regression']}),
     output: Flags.string({description: 'Output(s) the metrics read, comma-separated (default the first).'}),
@@ -56,7 +60,22 @@ export default class Eval extends KilnCommand {
           }),
         )
       : undefined
-    const preprocess = Object.fromEntries(Object.entries({scale: num('scale', flags.scale), dtype: flags.dtype, layout: flags.layout}).filter(([, v]) => v !== undefined))
+    const list = (name: string, v?: string) => {
+      if (v === undefined) return undefined
+      const xs = v.split(',').map((x) => num(name, x.trim())!)
+      return xs.length === 1 ? xs[0] : xs
+    }
+    const preprocess = Object.fromEntries(
+      Object.entries({
+        scale: num('scale', flags.scale),
+        dtype: flags.dtype,
+        layout: flags.layout,
+        resize: list('resize', flags.resize),
+        crop: list('crop', flags.crop),
+        mean: list('mean', flags.mean),
+        std: list('std', flags.std),
+      }).filter(([, v]) => v !== undefined),
+    )
     const file = path.resolve(flags.dataset)
     const result = await evaluateModel({
       model: path.resolve(args.model),
