@@ -16,8 +16,9 @@ export function qRange(type: IntType, reduceRange = false): {qmin: number; qmax:
 }
 
 export function roundHalfEven(x: number): number {
+  // Math.round sends halves up; an odd result from an exact half goes back down to even.
   const r = Math.round(x)
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r
+  return r - x === 0.5 && (r & 1) !== 0 ? r - 1 : r
 }
 
 /**
@@ -71,22 +72,29 @@ export function quantizeWeight(values: Float32Array, dims: number[], axis: numbe
   const channels = dims[axis]!
   const inner = dims.slice(axis + 1).reduce((x, y) => x * y, 1)
   const outer = dims.slice(0, axis).reduce((x, y) => x * y, 1)
-  const absmax = new Float32Array(channels)
-  for (let o = 0; o < outer; o++) {
+  const absmax = new Float64Array(channels)
+  // One flat pass each: the channel of element k is floor(k / inner) mod channels.
+  for (let o = 0, k = 0; o < outer; o++) {
     for (let c = 0; c < channels; c++) {
-      const base = (o * channels + c) * inner
       let a = absmax[c]!
-      for (let i = 0; i < inner; i++) a = Math.max(a, Math.abs(values[base + i]!))
+      for (let i = 0; i < inner; i++, k++) {
+        const v = values[k]!
+        const m = v < 0 ? -v : v
+        if (m > a) a = m
+      }
       absmax[c] = a
     }
   }
   const scales = new Float32Array(channels)
-  for (let c = 0; c < channels; c++) scales[c] = absmax[c]! > 0 ? absmax[c]! / qmax : 1
-  for (let o = 0; o < outer; o++) {
+  const inv = new Float64Array(channels)
+  for (let c = 0; c < channels; c++) {
+    scales[c] = absmax[c]! > 0 ? absmax[c]! / qmax : 1
+    inv[c] = 1 / scales[c]!
+  }
+  for (let o = 0, k = 0; o < outer; o++) {
     for (let c = 0; c < channels; c++) {
-      const base = (o * channels + c) * inner
-      const s = scales[c]!
-      for (let i = 0; i < inner; i++) out[base + i] = clampRound(values[base + i]! / s, -qmax, qmax)
+      const m = inv[c]!
+      for (let i = 0; i < inner; i++, k++) out[k] = clampRound(values[k]! * m, -qmax, qmax)
     }
   }
   return {data: out, scales, zeroPoints: new Int8Array(channels), axis}
