@@ -3,7 +3,7 @@ import {describe, expect, it} from 'vitest'
 import {writeNpz} from '../../src/data/npz-write.js'
 import {convertTfjs} from '../../src/convert/tfjs/index.js'
 import type {VerifyReport} from '../../src/convert/tfjs/index.js'
-import {KilnError} from '../../src/errors.js'
+import {AbortedError, KilnError} from '../../src/errors.js'
 import {loadTfjs} from '../../src/runtime/tfjs.js'
 import {HUMAN, lfwInput, tempDir} from './helpers.js'
 
@@ -47,5 +47,15 @@ describe('verification on a dataset', () => {
     expect(v.inputSource).toContain('faces.npz')
     expect(v.samples).toBe(2)
     expect(v.passed).toBe(true)
+  })
+})
+
+describe('cancellation', () => {
+  it('stops with AbortedError when the signal fires', async () => {
+    const dir = await tempDir()
+    const ctrl = new AbortController()
+    ctrl.abort()
+    const err = await convertTfjs(HUMAN('liveness'), path.join(dir, 'l.onnx'), {signal: ctrl.signal}).catch((e) => e)
+    expect(err).toBeInstanceOf(AbortedError)
   })
 })

@@ -79,7 +79,7 @@ export async function convertTfjs(modelJson: string, outFile: string, options: T
         ? {samples: await datasetInputs(v.dataset, specs, count, nchw, options.signal), source: `dataset ${typeof v.dataset === 'string' ? v.dataset : v.dataset.name}`}
         : await sampleInputs(specs, count, v.images)
       if (options.signal?.aborted) throw new AbortedError()
-      verify = await verifyAgainstTfjs(model, modelToBytes(onnx), {inputs: specs, outputs: converted.outputs, nchw}, samples, {tolerance, inputSource: source})
+      verify = await verifyAgainstTfjs(model, modelToBytes(onnx), {inputs: specs, outputs: converted.outputs, nchw}, samples, {tolerance, inputSource: source, signal: options.signal})
       log(`verified against TF.js (${verify.backend}) on ${source}: ${verify.outputs.map((o) => `${o.name} max abs ${o.maxAbsError.toExponential(2)}, rel ${o.relError.toExponential(2)}`).join('; ')}`)
       if (!verify.passed) {
         const bad = verify.outputs.filter((o) => !o.passed)

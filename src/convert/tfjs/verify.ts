@@ -1,4 +1,4 @@
-import {KilnError} from '../../errors.js'
+import {AbortedError, KilnError} from '../../errors.js'
 import {createSession, loadOrt} from '../../runtime/ort.js'
 import {loadTfjs} from '../../runtime/tfjs.js'
 import type {TfjsBackendName} from '../../runtime/tfjs.js'
@@ -38,7 +38,7 @@ export interface VerifyReport {
 
 type Tensors = Record<string, {data: Float32Array | Int32Array; shape: number[]}>
 
-async function runTfjs(model: LoadedTfjsModel, inputs: InterfaceSpec[], outputs: InterfaceSpec[], samples: Sample[]): Promise<{backend: TfjsBackendName; notes: string[]; results: Tensors[]}> {
+async function runTfjs(model: LoadedTfjsModel, inputs: InterfaceSpec[], outputs: InterfaceSpec[], samples: Sample[], signal?: AbortSignal): Promise<{backend: TfjsBackendName; notes: string[]; results: Tensors[]}> {
   const {tf, backend, notes} = await loadTfjs()
   const json = model.json
   const handler = tf.io.fromMemory({
@@ -56,6 +56,7 @@ async function runTfjs(model: LoadedTfjsModel, inputs: InterfaceSpec[], outputs:
     const g = await tf.loadGraphModel(handler)
     try {
       for (const s of samples) {
+        if (signal?.aborted) throw new AbortedError()
         const feed = Object.fromEntries(inputs.map((i) => [i.source, tf.tensor(s[i.name]!.data, s[i.name]!.shape, i.dtype === DataType.FLOAT ? 'float32' : 'int32')]))
         const names = outputs.map((o) => o.source)
         let out
@@ -77,6 +78,7 @@ async function runTfjs(model: LoadedTfjsModel, inputs: InterfaceSpec[], outputs:
     const m = await tf.loadLayersModel(handler)
     try {
       for (const s of samples) {
+        if (signal?.aborted) throw new AbortedError()
         const feed = inputs.map((i) => tf.tensor(s[i.name]!.data, s[i.name]!.shape, i.dtype === DataType.FLOAT ? 'float32' : 'int32'))
         const out = m.predict(feed.length === 1 ? feed[0]! : feed)
         const list = Array.isArray(out) ? out : [out]
@@ -90,12 +92,13 @@ async function runTfjs(model: LoadedTfjsModel, inputs: InterfaceSpec[], outputs:
   return {backend, notes, results}
 }
 
-async function runOnnx(file: string | Uint8Array, inputs: InterfaceSpec[], samples: Sample[], nchw: boolean): Promise<Tensors[]> {
+async function runOnnx(file: string | Uint8Array, inputs: InterfaceSpec[], samples: Sample[], nchw: boolean, signal?: AbortSignal): Promise<Tensors[]> {
   const session = await createSession(file)
   const ort = await loadOrt()
   const results: Tensors[] = []
   try {
     for (const s of samples) {
+      if (signal?.aborted) throw new AbortedError()
       const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {}
       for (const i of inputs) {
         let {data, shape} = s[i.name]!
@@ -135,10 +138,10 @@ export async function verifyAgainstTfjs(
   onnxFile: string | Uint8Array,
   io: {inputs: InterfaceSpec[]; outputs: InterfaceSpec[]; nchw: boolean},
   samples: Sample[],
-  options: {tolerance: number; inputSource: string},
+  options: {tolerance: number; inputSource: string; signal?: AbortSignal},
 ): Promise<VerifyReport> {
-  const {backend, notes, results: ref} = await runTfjs(model, io.inputs, io.outputs, samples)
-  const got = await runOnnx(onnxFile, io.inputs, samples, io.nchw)
+  const {backend, notes, results: ref} = await runTfjs(model, io.inputs, io.outputs, samples, options.signal)
+  const got = await runOnnx(onnxFile, io.inputs, samples, io.nchw, options.signal)
   const outputs = io.outputs.map((o): OutputAgreement => {
     let maxAbs = 0
     let scale = 0
