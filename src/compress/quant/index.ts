@@ -228,6 +228,18 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
         log(`accuracy-aware: ${extraExcluded.size} node(s) in float → drop ${(acc.drop * 100).toFixed(2)} points`)
         if (k >= table.length) break
       }
+      // Doubling overshoots: narrow down between the last failing and the first passing count.
+      const keys = (n: number) => new Set(table.slice(0, n).map((r) => r.key))
+      let hi = extraExcluded.size
+      let lo = Math.floor(hi / 2)
+      for (let step = 0; acc.drop <= opts.maxAccuracyDrop! && hi - lo > 1 && step < 3; step++) {
+        const mid = Math.floor((lo + hi) / 2)
+        const trial = await accuracyOf(modelToBytes(build({mix: mixes[0]!, extraExcluded: keys(mid)}, false).model))
+        log(`accuracy-aware: ${mid} in float → drop ${(trial.drop * 100).toFixed(2)} points`)
+        if (trial.drop <= opts.maxAccuracyDrop!) hi = mid
+        else lo = mid
+      }
+      if (acc.drop <= opts.maxAccuracyDrop!) extraExcluded = keys(hi)
       report.fallback = [...extraExcluded]
     }
   }
