@@ -33,7 +33,7 @@ export default class Prune extends KilnCommand {
     scope: Flags.string({description: 'One global threshold, or the same sparsity in every layer.', options: ['global', 'layer']}),
     pattern: Flags.string({description: 'N:M pattern for --method nm (keep N of every M); default 2:4.'}),
     criterion: Flags.string({description: 'Channel importance for --method channel; default l1.', options: ['l1', 'l2']}),
-    'channel-multiple': Flags.integer({description: 'With --method channel: round kept channel counts to a multiple of this (default 8, which CPU kernels need to run faster; 1 = exact ratio).'}),
+    'channel-multiple': Flags.integer({description: 'With --method channel: round kept channel counts to a multiple of this (default 16, the channel block of CPU conv kernels; 1 = exact ratio).'}),
     'protect-first-last': Flags.boolean({description: 'Leave the first and last prunable layers dense.'}),
     override: Flags.string({description: 'Per-layer sparsity, LAYER=RATIO (layer or weight name); repeatable.', multiple: true}),
     eval: Flags.string({description: 'NPZ dataset for sensitivity-guided pruning (labels give accuracy, else agreement).', dependsOn: ['max-accuracy-drop']}),

@@ -13,7 +13,7 @@ const schema = z.strictObject({
   pattern: z.string().regex(/^\d+:\d+$/).optional(),
   /** Channel importance for `channel` (default l1). */
   criterion: z.enum(['l1', 'l2']).optional(),
-  /** `channel`: round kept channel counts to a multiple of this (default 8, for onnxruntime's blocked CPU kernels; 1 = exact ratio). */
+  /** `channel`: round kept channel counts to a multiple of this (default 16, the channel block of onnxruntime's CPU conv kernels; 1 = exact ratio). */
   channelMultiple: z.number().int().positive().optional(),
   /** Leave the first and last prunable layers dense. */
   protectFirstLast: z.boolean().default(false),
