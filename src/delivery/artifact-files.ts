@@ -15,9 +15,10 @@ export interface ArtifactFile {
 
 /**
  * The files an artifact consists of: every file of a directory (after sign/encrypt), or the one
- * file itself. Digests are taken once here so every target publishes and verifies the same bytes.
+ * file itself. Digests are taken once here so every target publishes and verifies the same bytes;
+ * `knownFileSha256` skips re-reading a single-file artifact whose digest the runner already recorded.
  */
-export async function artifactFiles(artifactPath: string): Promise<ArtifactFile[]> {
+export async function artifactFiles(artifactPath: string, knownFileSha256?: string): Promise<ArtifactFile[]> {
   let st
   try {
     st = await fsp.stat(artifactPath)
@@ -33,7 +34,7 @@ export async function artifactFiles(artifactPath: string): Promise<ArtifactFile[
   const out: ArtifactFile[] = []
   for (const e of entries) {
     const s = await fsp.stat(e.abs)
-    out.push({...e, bytes: s.size, sha256: await sha256File(e.abs)})
+    out.push({...e, bytes: s.size, sha256: (!st.isDirectory() && knownFileSha256) || (await sha256File(e.abs))})
   }
   return out
 }

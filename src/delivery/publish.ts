@@ -21,6 +21,8 @@ export interface PublishOptions {
   progress?: (message: string) => void
   /** Resolves `env:NAME` references (tokens); values are registered for redaction. */
   secret?: (ref: string) => string
+  /** SHA-256 of a single-file artifact when already known (the run's artifact record), to skip a read. */
+  knownSha256?: string
   /** Overrides for `s3://` targets. */
   s3?: S3Settings
   /** Settings for `oip+http(s)://` targets. */
@@ -68,7 +70,7 @@ function artifactDigest(isDir: boolean, files: ArtifactFile[]): string {
 export async function publishArtifact(artifactPath: string, options: PublishOptions): Promise<PublishResult> {
   if (options.to.length === 0) throw new UsageError('no publish target given', {code: 'E_PUBLISH_URI', tryMessage: 'Give at least one target URI.'})
   const kinds = options.to.map((uri) => targetKind(uri))
-  const files = await artifactFiles(artifactPath)
+  const files = await artifactFiles(artifactPath, options.knownSha256)
   const isDir = (await fsp.stat(artifactPath)).isDirectory()
   const sha = artifactDigest(isDir, files)
   const vars: TemplateVars = {'artifact.sha256': sha, date: utcDate(), ...options.vars}

@@ -1,3 +1,4 @@
+import * as fsp from 'node:fs/promises'
 import {z} from 'zod'
 import {publishArtifact} from '../delivery/publish.js'
 import {defineStage} from './types.js'
@@ -41,6 +42,9 @@ export default defineStage({
   description: 'Publish the artifact to directories, S3 or serving endpoints; versioned, atomic, verified.',
   schema,
   async run(ctx, input, params) {
+    const st = await fsp.stat(input.path)
+    // For a file, the runner's record is that file's digest (a directory's record is not per file).
+    const knownSha256 = st.isFile() && st.size === input.bytes ? input.sha256 : undefined
     const result = await publishArtifact(input.path, {
       to: params.to,
       baseDir: ctx.baseDir,
@@ -48,6 +52,7 @@ export default defineStage({
       signal: ctx.signal,
       progress: (m) => ctx.progress(m),
       secret: (ref) => ctx.secret(ref),
+      knownSha256,
       s3: params.s3,
       oip: params.oip,
     })
