@@ -2,7 +2,8 @@ import * as fsp from 'node:fs/promises'
 import {createRequire} from 'node:module'
 import path from 'node:path'
 import type {GateResult} from '../stages/types.js'
-import {atomicWriteDir, atomicWriteFile, digestPath, exists, sha256} from '../util/fs.js'
+import {createHash} from 'node:crypto'
+import {atomicWriteDir, atomicWriteFile, digestPath, exists, listFiles, sha256} from '../util/fs.js'
 
 /**
  * The content-addressed stage cache. An entry lives at `<cacheDir>/<key>/`: the stage's output files
@@ -28,7 +29,7 @@ export class StageCache {
   }
 
   /** The entry for `key`, or undefined when absent or damaged (a damaged entry is removed). */
-  async get(key: string, memo: DigestMemo): Promise<(CacheEntry & {artifactPath?: string}) | undefined> {
+  async get(key: string, memo: DigestMemo): Promise<(CacheEntry & {outDir: string; artifactPath?: string}) | undefined> {
     const dir = this.entryDir(key)
     let entry: CacheEntry
     try {
@@ -36,36 +37,50 @@ export class StageCache {
     } catch {
       return undefined
     }
-    if (!entry.artifact) return entry
-    const artifactPath = path.join(dir, 'out', entry.artifact.rel)
+    const outDir = path.join(dir, 'out')
+    if (!entry.artifact) return {...entry, outDir}
     // The output is re-digested (memoised by size and mtime) so a damaged or edited entry is never used.
     try {
-      const d = await memo.digest(artifactPath)
+      const d = await artifactDigest(outDir, entry.artifact.rel, memo)
       if (d.sha256 !== entry.artifact.sha256) throw new Error('digest mismatch')
     } catch {
       await fsp.rm(dir, {recursive: true, force: true})
       return undefined
     }
-    return {...entry, artifactPath}
+    return {...entry, outDir, artifactPath: path.join(outDir, entry.artifact.rel)}
   }
 
   /**
-   * Store a stage result. The artifact (file or directory under `outDir`) is moved into the entry.
-   * Returns the entry and the artifact's new path.
+   * Store a stage result. The stage's whole output directory moves into the entry (an artifact may have
+   * companions, e.g. an ONNX model's external data file). Returns the entry's output directory.
    */
-  async put(key: string, entry: Omit<CacheEntry, 'key' | 'createdAt'>, artifactSource?: string): Promise<{entry: CacheEntry; artifactPath?: string}> {
+  async put(key: string, entry: Omit<CacheEntry, 'key' | 'createdAt'>, outDirSource?: string): Promise<{entry: CacheEntry; outDir: string}> {
     const full: CacheEntry = {...entry, key, createdAt: new Date().toISOString()}
     const dir = this.entryDir(key)
     await atomicWriteDir(dir, async (tmp) => {
-      if (artifactSource && entry.artifact) {
-        const dest = path.join(tmp, 'out', entry.artifact.rel)
-        await fsp.mkdir(path.dirname(dest), {recursive: true})
-        await fsp.rename(artifactSource, dest)
-      }
+      if (outDirSource) await fsp.rename(outDirSource, path.join(tmp, 'out'))
+      else await fsp.mkdir(path.join(tmp, 'out'))
       await atomicWriteFile(path.join(tmp, 'entry.json'), `${JSON.stringify(full, null, 2)}\n`)
     })
-    return {entry: full, artifactPath: entry.artifact ? path.join(dir, 'out', entry.artifact.rel) : undefined}
+    return {entry: full, outDir: path.join(dir, 'out')}
   }
+}
+
+/**
+ * Digest of a stage output: the artifact file's own digest when it is the only file the stage wrote;
+ * otherwise the digest of the whole output directory, so companions (external data) are covered.
+ */
+export async function artifactDigest(outDir: string, rel: string, memo: DigestMemo): Promise<{sha256: string; bytes: number}> {
+  const files = await listFiles(outDir)
+  if (rel !== '.' && files.length === 1 && files[0] === rel.split(path.sep).join('/')) return memo.digest(path.join(outDir, rel))
+  const hash = createHash('sha256')
+  let bytes = 0
+  for (const f of files) {
+    const d = await memo.digest(path.join(outDir, f))
+    bytes += d.bytes
+    hash.update(`${f}\0${d.sha256}\0`)
+  }
+  return {sha256: hash.digest('hex'), bytes}
 }
 
 /**

@@ -3,9 +3,9 @@ import * as fsp from 'node:fs/promises'
 import path from 'node:path'
 import {AbortedError, errorMessage, ExitCode, isKilnError, KilnError, UsageError} from '../errors.js'
 import type {ArtifactRecord, GateResult, StageContext, StageLogger} from '../stages/types.js'
-import {exists} from '../util/fs.js'
+import {exists, listFiles} from '../util/fs.js'
 import {redact} from '../util/redact.js'
-import {cacheKey, DigestMemo, runtimeVersions, StageCache} from './cache.js'
+import {artifactDigest, cacheKey, DigestMemo, runtimeVersions, StageCache} from './cache.js'
 import type {Pipeline, PipelineStageSpec} from './loader.js'
 import {resolveSecretRef} from './interpolate.js'
 import type {LockStage} from './lock.js'
@@ -165,7 +165,7 @@ export async function runPipeline(pipeline: Pipeline, options: RunOptions): Prom
       const artifactDir = path.join(runDir, 'artifacts', spec.id)
       try {
         if (cached) {
-          const out = cached.artifactPath ? await linkIntoRun(cached.artifactPath, artifactDir) : undefined
+          const out = cached.artifact ? await linkIntoRun(cached.outDir, cached.artifact.rel, artifactDir) : undefined
           current = out ? {path: out, format: cached.artifact!.format, sha256: cached.artifact!.sha256, bytes: cached.artifact!.bytes} : current
           Object.assign(report, {status: 'cached', metrics: cached.metrics, report: cached.report})
           gates.push(...cached.gates.map((g) => ({...g, stage: spec.id})))
@@ -176,7 +176,7 @@ export async function runPipeline(pipeline: Pipeline, options: RunOptions): Prom
             tryMessage: 'Run the whole pipeline once first (or use --from).',
           })
         } else {
-          const result = await runOneStage(spec, current, {pipeline, runId, runDir, artifacts, input, signal, log, progress, key, cache})
+          const result = await runOneStage(spec, current, {pipeline, runId, runDir, artifacts, input, signal, log, progress, key, cache, memo})
           current = result.artifact ?? current
           Object.assign(report, {status: 'ran', metrics: result.metrics, report: result.report})
           gates.push(...result.gates)
@@ -269,6 +269,7 @@ interface RunEnv {
   progress: (m: string) => void
   key: string
   cache: StageCache
+  memo: DigestMemo
 }
 
 /** Run one stage in a scratch directory; on success its output moves into the cache, then the run dir. */
@@ -329,49 +330,42 @@ async function runOneStage(
       if (!(await exists(source))) throw new KilnError(`stage '${spec.id}' returned an artifact that does not exist: ${result.artifact.path}`)
       rel = path.relative(outDir, source) || '.'
     }
-    let stored: string | undefined
-    let digest: {sha256: string; bytes: number} | undefined
     if (source && rel) {
-      const {digestPath} = await import('../util/fs.js')
-      digest = await digestPath(source)
-      // A stage whose artifact is its whole out dir: store the dir under a stable name.
-      const relName = rel === '.' ? spec.id : rel
+      const digest = await artifactDigest(outDir, rel, env.memo)
       const put = await env.cache.put(
         env.key,
-        {artifact: {rel: relName, format: result.artifact!.format, ...digest}, metrics: result.metrics, gates, report: result.report},
-        source,
+        {artifact: {rel, format: result.artifact!.format, ...digest}, metrics: result.metrics, gates, report: result.report},
+        outDir,
       )
-      stored = put.artifactPath
+      const out = await linkIntoRun(put.outDir, rel, path.join(env.runDir, 'artifacts', spec.id))
+      artifact = {path: out, format: result.artifact!.format, ...digest}
     } else {
       await env.cache.put(env.key, {metrics: result.metrics, gates, report: result.report})
-    }
-    if (stored && digest) {
-      const out = await linkIntoRun(stored, path.join(env.runDir, 'artifacts', spec.id))
-      artifact = {path: out, format: result.artifact!.format, ...digest}
     }
     return {artifact, metrics: result.metrics, gates, report: result.report}
   } finally {
     await fsp.rm(scratch, {recursive: true, force: true})
-    await fsp.rm(path.join(env.runDir, '.work'), {recursive: false, force: true}).catch(() => {})
+    await fsp.rmdir(path.join(env.runDir, '.work')).catch(() => {})
   }
 }
 
-/** Hard-link (or copy) a cached artifact into the run directory under `artifacts/<id>/`. */
-async function linkIntoRun(source: string, artifactDir: string): Promise<string> {
-  const st = await fsp.stat(source)
-  const dest = path.join(artifactDir, path.basename(source))
+/**
+ * Hard-link (or copy) a stage's cached output directory into the run directory under
+ * `artifacts/<id>/`; returns the artifact's path there.
+ */
+async function linkIntoRun(outDir: string, rel: string, artifactDir: string): Promise<string> {
   await fsp.rm(artifactDir, {recursive: true, force: true})
   await fsp.mkdir(artifactDir, {recursive: true})
-  if (st.isDirectory()) {
-    await fsp.cp(source, dest, {recursive: true})
-    return dest
+  for (const f of await listFiles(outDir)) {
+    const dest = path.join(artifactDir, f)
+    await fsp.mkdir(path.dirname(dest), {recursive: true})
+    try {
+      await fsp.link(path.join(outDir, f), dest)
+    } catch {
+      await fsp.copyFile(path.join(outDir, f), dest)
+    }
   }
-  try {
-    await fsp.link(source, dest)
-  } catch {
-    await fsp.copyFile(source, dest)
-  }
-  return dest
+  return rel === '.' ? artifactDir : path.join(artifactDir, rel)
 }
 
 async function digestFiles(files: string[], memo: DigestMemo): Promise<{sha256: string; bytes: number}> {

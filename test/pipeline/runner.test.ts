@@ -23,15 +23,17 @@ import * as fs from 'node:fs'
 import path from 'node:path'
 export default {
   kind: 'tag', version: '1', description: 'copy the input and append a tag',
-  schema: z.strictObject({tag: z.string(), sleepMs: z.number().default(0), fail: z.boolean().default(false), score: z.number().optional()}),
+  schema: z.strictObject({tag: z.string(), sleepMs: z.number().default(0), fail: z.boolean().default(false), score: z.number().optional(), companion: z.string().optional(), needCompanion: z.boolean().default(false)}),
   async run(ctx, input, params) {
     fs.appendFileSync(path.join(ctx.baseDir, 'runs.log'), ctx.id + '\\n')
     if (params.fail) throw new Error('tag stage failed on purpose')
+    if (params.needCompanion && !fs.existsSync(path.join(path.dirname(input.path), 'weights.data'))) throw new Error('companion file missing')
     const end = Date.now() + params.sleepMs
     while (Date.now() < end) { if (ctx.signal.aborted) throw new Error('aborted'); await new Promise((r) => setTimeout(r, 20)) }
     const out = path.join(ctx.outDir, 'model.onnx')
     fs.copyFileSync(input.path, out)
     fs.appendFileSync(out, params.tag)
+    if (params.companion) fs.writeFileSync(path.join(ctx.outDir, 'weights.data'), params.companion)
     const gates = params.score === undefined ? [] : [{name: 'score', value: params.score, limit: 0.5, passed: params.score >= 0.5, message: 'score must be at least 0.5'}]
     return {artifact: {path: out, format: 'bytes'}, metrics: {tag: params.tag}, gates}
   },
@@ -89,6 +91,22 @@ describe('kiln run', () => {
     expect(third.json.stages.map((s: {status: string}) => s.status)).toEqual(['cached', 'ran', 'ran'])
     expect(runsLog(dir)).toEqual(['b', 'c'])
     expect(fs.readFileSync(third.json.stages[2].artifact.path).subarray(-3).toString()).toBe('AXC')
+  })
+
+  it('keeps the files a stage writes beside its artifact, and covers them in the digest', async () => {
+    const dir = workspace('companion')
+    const file = pipeline(dir, `  - {id: a, uses: ./tag.mjs, with: {tag: A, companion: one}}\n  - {id: b, uses: ./tag.mjs, with: {tag: B, needCompanion: true}}\n`)
+    const one = await kiln(['run', file, '--json'])
+    expect(one.exitCode, one.stderr).toBe(0)
+    expect(fs.readFileSync(path.join(path.dirname(one.json.stages[0].artifact.path), 'weights.data'), 'utf8')).toBe('one')
+    pipeline(dir, `  - {id: a, uses: ./tag.mjs, with: {tag: A, companion: two}}\n  - {id: b, uses: ./tag.mjs, with: {tag: B, needCompanion: true}}\n`)
+    const two = await kiln(['run', file, '--json'])
+    // Same model bytes, different companion: a different artifact digest, so b reruns.
+    expect(two.json.stages[0].artifact.sha256).not.toBe(one.json.stages[0].artifact.sha256)
+    expect(two.json.stages.map((s: {status: string}) => s.status)).toEqual(['ran', 'ran'])
+    const cached = await kiln(['run', file, '--json'])
+    expect(cached.json.stages.map((s: {status: string}) => s.status)).toEqual(['cached', 'cached'])
+    expect(fs.readFileSync(path.join(path.dirname(cached.json.stages[0].artifact.path), 'weights.data'), 'utf8')).toBe('two')
   })
 
   it('honours --force, --from and --only', async () => {
