@@ -160,30 +160,38 @@ async function makeFeeds(session: Ort.InferenceSession, batch: number, opts: Ben
   return feeds
 }
 
-interface Loop {
+/** What {@link measureLoop} returns: latencies in run order, the loop's wall time and peak RSS. */
+export interface Loop {
   samples: number[]
   wallMs: number
   peakRss: number
 }
 
 /**
- * The measuring loop: nothing but a clock read around each `run`. RSS is sampled every 32 runs,
- * outside the timed span.
+ * The measuring loop: nothing but a clock read around each `run`. RSS is sampled every 50 ms,
+ * outside the timed span. Exported so the harness's own cost can be measured against a bare loop.
  */
-async function measure(session: Ort.InferenceSession, feeds: Record<string, Ort.Tensor>, count: number | undefined, durationMs: number | undefined, concurrency: number, signal?: AbortSignal): Promise<Loop> {
+export async function measureLoop(session: Pick<Ort.InferenceSession, 'run'>, feeds: Record<string, Ort.Tensor>, count: number | undefined, durationMs: number | undefined, concurrency: number, signal?: AbortSignal): Promise<Loop> {
   const samples: number[] = []
   let peakRss = process.memoryUsage.rss()
   const start = performance.now()
   const end = durationMs === undefined ? Number.POSITIVE_INFINITY : start + durationMs
   const limit = count ?? Number.POSITIVE_INFINITY
+  // One clock read before and one after each run; the second doubles as the duration check.
+  let now = start
+  let lastRss = start
   const worker = async () => {
-    while (samples.length < limit && performance.now() < end) {
+    while (samples.length < limit && now < end) {
       if (signal?.aborted) throw new KilnError('cancelled', {code: 'E_ABORTED'})
       const t0 = performance.now()
       await session.run(feeds)
-      const t1 = performance.now()
-      samples.push(t1 - t0)
-      if ((samples.length & 31) === 0) peakRss = Math.max(peakRss, process.memoryUsage.rss())
+      now = performance.now()
+      samples.push(now - t0)
+      // Reading RSS costs tens of microseconds (it reads /proc): sample it every 50 ms, not per run.
+      if (now - lastRss > 50) {
+        peakRss = Math.max(peakRss, process.memoryUsage.rss())
+        lastRss = now
+      }
     }
   }
   await Promise.all(Array.from({length: concurrency}, worker))
@@ -245,8 +253,8 @@ export async function benchmark(model: string, profile: HardwareProfile, opts: B
   try {
     for (const batch of s.batches) {
       const feeds = await makeFeeds(session, batch, opts)
-      await measure(session, feeds, s.warmup, undefined, 1, opts.signal)
-      const loop = await measure(session, feeds, s.iterations, s.durationMs, s.concurrency, opts.signal)
+      await measureLoop(session, feeds, s.warmup, undefined, 1, opts.signal)
+      const loop = await measureLoop(session, feeds, s.iterations, s.durationMs, s.concurrency, opts.signal)
       bench.runs.push(batchResult(batch, s, feeds, loop))
     }
   } finally {
@@ -271,8 +279,8 @@ export async function benchmarkAB(models: {baseline: string; candidate: string},
     for (const batch of s.batches) {
       const fa = await makeFeeds(a.session, batch, opts)
       const fb = await makeFeeds(b.session, batch, opts)
-      await measure(a.session, fa, s.warmup, undefined, 1, opts.signal)
-      await measure(b.session, fb, s.warmup, undefined, 1, opts.signal)
+      await measureLoop(a.session, fa, s.warmup, undefined, 1, opts.signal)
+      await measureLoop(b.session, fb, s.warmup, undefined, 1, opts.signal)
       const per = s.iterations === undefined ? undefined : Math.max(1, Math.ceil(s.iterations / rounds))
       const roundMs = s.durationMs === undefined ? undefined : s.durationMs / rounds / 2
       const la: Loop = {samples: [], wallMs: 0, peakRss: 0}
@@ -282,7 +290,7 @@ export async function benchmarkAB(models: {baseline: string; candidate: string},
         const order = r % 2 === 0 ? ([[a, fa, la], [b, fb, lb]] as const) : ([[b, fb, lb], [a, fa, la]] as const)
         const means: number[] = []
         for (const [m, feeds, acc] of order) {
-          const loop = await measure(m.session, feeds, per, roundMs, s.concurrency, opts.signal)
+          const loop = await measureLoop(m.session, feeds, per, roundMs, s.concurrency, opts.signal)
           acc.samples.push(...loop.samples)
           acc.wallMs += loop.wallMs
           acc.peakRss = Math.max(acc.peakRss, loop.peakRss)
