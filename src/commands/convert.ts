@@ -32,8 +32,8 @@ export default class Convert extends KilnCommand {
     layout: Flags.string({description: 'Interface layout of image inputs and outputs (TF.js input).', options: ['nhwc', 'nchw'], default: 'nhwc'}),
     opset: Flags.integer({description: 'ONNX opset to target (default 17 for TF.js input; for ONNX input, the opset to upgrade to).'}),
     verify: Flags.boolean({description: 'Compare the result with TF.js on sample inputs.', default: true, allowNo: true}),
-    tolerance: Flags.string({description: 'Largest allowed max abs error relative to each output\'s scale.', default: '1e-4'}),
-    samples: Flags.integer({description: 'Number of sample inputs for verification.', default: 4, min: 1}),
+    tolerance: Flags.string({description: 'Largest allowed max abs error relative to each output\'s scale (default 1e-4).'}),
+    samples: Flags.integer({description: 'Number of sample inputs for verification (default 4).', min: 1}),
     images: Flags.string({description: 'Folder of PNG/JPEG photos to feed image inputs during verification.'}),
     dataset: Flags.string({description: 'npz/npy file of verification inputs, named like the model inputs, in the ONNX interface layout.'}),
     'custom-op-domain': Flags.string({description: 'Keep unsupported ops as nodes in this custom-op domain instead of failing.'}),
@@ -46,8 +46,8 @@ export default class Convert extends KilnCommand {
     const stat = await fsp.stat(input).catch(() => undefined)
     if (stat?.isDirectory()) input = path.join(input, 'model.json')
     if (input.endsWith('.onnx')) return this.upgradeOnnx(input, output, flags)
-    const tolerance = Number(flags.tolerance)
-    if (!Number.isFinite(tolerance) || tolerance <= 0) throw new UsageError(`--tolerance must be a positive number, got '${flags.tolerance}'`, {tryMessage: 'For example --tolerance 1e-4.'})
+    const tolerance = flags.tolerance === undefined ? undefined : Number(flags.tolerance)
+    if (tolerance !== undefined && (!Number.isFinite(tolerance) || tolerance <= 0)) throw new UsageError(`--tolerance must be a positive number, got '${flags.tolerance}'`, {tryMessage: 'For example --tolerance 1e-4.'})
     const {convertTfjs} = await import('../convert/tfjs/index.js')
     const r = await convertTfjs(input, output, {
       layout: flags.layout as 'nhwc' | 'nchw',
@@ -60,10 +60,11 @@ export default class Convert extends KilnCommand {
     return {input, output, from: 'tfjs', metrics: r.metrics}
   }
 
-  private async upgradeOnnx(input: string, output: string, flags: {opset?: number; verify: boolean; layout: string; 'custom-op-domain'?: string; images?: string; dataset?: string}): Promise<ConvertCommandResult> {
-    const tfjsOnly = ['custom-op-domain', 'images', 'dataset'].filter((k) => flags[k as keyof typeof flags] !== undefined)
+  private async upgradeOnnx(input: string, output: string, flags: {opset?: number; verify: boolean; layout: string; tolerance?: string; samples?: number; 'custom-op-domain'?: string; images?: string; dataset?: string}): Promise<ConvertCommandResult> {
+    const tfjsOnly = ['custom-op-domain', 'images', 'dataset', 'tolerance', 'samples'].filter((k) => flags[k as keyof typeof flags] !== undefined)
     if (flags.layout !== 'nhwc') tfjsOnly.push('layout')
-    if (tfjsOnly.length) throw new UsageError(`--${tfjsOnly.join(', --')} only apply to TF.js input, and ${path.basename(input)} is ONNX`, {tryMessage: 'Drop those flags, or pass a TF.js model.json.'})
+    if (!flags.verify) tfjsOnly.push('no-verify')
+    if (tfjsOnly.length) throw new UsageError(`--${tfjsOnly.join(', --')} ${tfjsOnly.length === 1 ? 'applies' : 'apply'} only to TF.js input, and ${path.basename(input)} is ONNX`, {tryMessage: 'Drop those flags, or pass a TF.js model.json.'})
     const [{readModel, writeModel}, {upgradeModel}] = await Promise.all([import('../onnx/model.js'), import('../onnx/opset.js')])
     const model = await readModel(input)
     const r = upgradeModel(model, {opset: flags.opset})

@@ -55,3 +55,12 @@ describe('kiln convert', () => {
     expect(r.json.metrics.toOpset).toBe(17)
   })
 })
+
+describe('kiln convert flags that only fit TF.js input', () => {
+  it('refuses them for an ONNX input instead of ignoring them', async () => {
+    const dir = await tempDir()
+    const r = await kiln(['convert', MODELS.blazeface, '-o', path.join(dir, 'x.onnx'), '--tolerance', '1e-3', '--no-verify'])
+    expect(r.exitCode).toBe(2)
+    expect(r.stderr).toMatch(/--tolerance, --no-verify apply only to TF\.js input/)
+  })
+})
