@@ -203,6 +203,8 @@ describe('kiln serve: observability', () => {
     expect(text).toMatch(/^kiln_serve_queue_depth 0$/m)
     expect(text).toMatch(/^kiln_serve_requests_total\{route="repository",model="",status="401"\} [1-9]/m)
     const lines = logLines(server.stderr())
+    expect(lines[0]).toMatchObject({level: 'info', msg: 'listening', url: server.url, pool: 1, threads: 2})
+    expect(lines.find((l) => l.msg === 'ready')).toMatchObject({models: 3})
     expect(lines.filter((l) => l.msg === 'model ready').map((l) => l.model)).toEqual(expect.arrayContaining(['blazeface', 'vad', 'cls', 'pushed']))
     expect(lines.some((l) => l.msg === 'request' && l.status === 401)).toBe(true)
     expect(server.stderr()).not.toContain(TOKEN)

@@ -290,10 +290,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const address = server.address() as AddressInfo
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
   const url = `http://${host}:${address.port}`
+  logger.log('info', 'listening', {url, repository: repository.description, pool: options.pool, threads: options.threads, maxQueue: options.maxQueue, maxBody: options.maxBody, verifying: Boolean(options.security.publicKeyPem), decrypting: Boolean(options.security.dataKey)})
   options.onListening?.(url)
 
   try {
     await repository.loadAll()
+    logger.log('info', 'ready', {models: repository.readyCount()})
   } catch (error) {
     await new Promise((r) => server.close(r))
     await pool.close()
