@@ -31,8 +31,8 @@ export interface SensitivityReport {
   curve: {layer: string; params: number; points: {ratio: number; value: number; drop: number}[]}[]
   /** Chosen ratio per layer, in the order of the model's prunable layers. */
   plan: {layer: string; ratio: number}[]
-  /** The whole plan applied at once. */
-  final: {sparsity: number; value: number; drop: number}
+  /** The whole plan applied at once; `source`: the sensitivity plan, or one global threshold when that measured better. */
+  final: {sparsity: number; value: number; drop: number; source: 'sensitivity' | 'global'}
 }
 
 /** Scores model bytes on a fixed in-memory sample: accuracy against labels, or top-1 agreement with the reference. */
@@ -103,6 +103,27 @@ function pruneTo(values: Float32Array, ratio: number): Float32Array {
   return out
 }
 
+/** Per-layer ratios that one global magnitude threshold gives (fixed layers stay dense); undefined if out of reach. */
+function globalRatios(originals: Float32Array[], fixed: boolean[], sparsity: number): number[] | undefined {
+  const total = originals.reduce((n, o) => n + o.length, 0)
+  const pool = originals.filter((_, i) => !fixed[i])
+  const size = pool.reduce((n, o) => n + o.length, 0)
+  const k = Math.round(sparsity * total)
+  if (k > size || size === 0) return undefined
+  if (k === 0) return originals.map(() => 0)
+  const all = new Float32Array(size)
+  let o = 0
+  for (const values of pool) for (let i = 0; i < values.length; i++) all[o++] = Math.abs(values[i]!)
+  all.sort()
+  const t = all[k - 1]!
+  return originals.map((values, i) => {
+    if (fixed[i]) return 0
+    let below = 0
+    for (let j = 0; j < values.length; j++) if (Math.abs(values[j]!) <= t) below++
+    return below / values.length
+  })
+}
+
 /** Per-layer caps for a tolerance, water-filled so that together they remove `target` of the weights. */
 function fill(caps: number[], sizes: number[], target: number): number[] {
   const total = sizes.reduce((a, b) => a + b, 0)
@@ -128,7 +149,7 @@ export async function planSensitivity(model: ModelProto, layers: LayerWeight[], 
   const evaluator = await makeEvaluator(model, options.dataset, options.samples ?? 256, hooks.signal)
   const baseline = await evaluator.score(modelToBytes(model))
   const originals = layers.map((l) => readWeight(l.tensor))
-  const fixed = layers.map((_, i) => options.protectFirstLast && (i === 0 || i === layers.length - 1))
+  const fixed = layers.map((_, i) => !!options.protectFirstLast && (i === 0 || i === layers.length - 1))
   const restore = (t: TensorProto, v: Float32Array): void => writeWeight(t, v)
   const curve: SensitivityReport['curve'] = []
   for (const [i, layer] of layers.entries()) {
@@ -174,10 +195,21 @@ export async function planSensitivity(model: ModelProto, layers: LayerWeight[], 
       tryMessage: 'Probe higher ratios, lower --sparsity, or drop --protect-first-last.',
     })
   }
-  layers.forEach((l, i) => writeWeight(l.tensor, pruneTo(originals[i]!, plan![i]!)))
-  const value = await evaluator.score(modelToBytes(model))
-  layers.forEach((l, i) => restore(l.tensor, originals[i]!))
-  const final = {sparsity: sparsityOf(plan), value, drop: baseline - value}
+  // The one global magnitude threshold is a strong plan too; keep whichever measures better.
+  const candidates: {source: 'sensitivity' | 'global'; ratios: number[]}[] = [{source: 'sensitivity', ratios: plan}]
+  const global = globalRatios(originals, fixed, options.sparsity)
+  if (global) candidates.push({source: 'global', ratios: global})
+  let best: {source: 'sensitivity' | 'global'; ratios: number[]; value: number} | undefined
+  for (const c of candidates) {
+    throwIfAborted(hooks.signal)
+    layers.forEach((l, i) => writeWeight(l.tensor, pruneTo(originals[i]!, c.ratios[i]!)))
+    const value = await evaluator.score(modelToBytes(model))
+    layers.forEach((l, i) => restore(l.tensor, originals[i]!))
+    if (!best || value > best.value) best = {...c, value}
+  }
+  plan = best!.ratios
+  const value = best!.value
+  const final = {sparsity: sparsityOf(plan), value, drop: baseline - value, source: best!.source}
   if (final.drop > options.maxAccuracyDrop) {
     throw new KilnError(
       `no pruning plan reaches sparsity ${options.sparsity} within a ${evaluator.metric} drop of ${options.maxAccuracyDrop}: the best plan drops ${final.drop.toFixed(4)} (${evaluator.metric} ${value.toFixed(4)} vs ${baseline.toFixed(4)}, ${evaluator.samples} samples)`,
