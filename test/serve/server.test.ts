@@ -3,6 +3,8 @@ import os from 'node:os'
 import path from 'node:path'
 import ort from 'onnxruntime-node'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {makeGraph, makeModel, makeNode, makeValueInfo} from '../../src/onnx/build.js'
+import {modelToBytes} from '../../src/onnx/model.js'
 import {fixture, MODELS} from '../helpers/fixtures.js'
 import {binaryBody, logLines, readBinaryResponse, type ServeProcess, startServe} from './helpers.js'
 import {blazefaceInput, maxAbsDiff, runDirect, speechWindow} from './inputs.js'
@@ -184,6 +186,13 @@ describe('kiln serve: model repository API', () => {
     expect(res.status).toBe(200)
     const direct = await runDirect(MODELS.ocrCls, {x: new ort.Tensor('float32', x, [1, 3, 48, 192])})
     expect(maxAbsDiff((await res.json()).outputs[0].data, direct['softmax_0.tmp_0']!.data as Float32Array)).toBeLessThanOrEqual(1e-6)
+
+    // A model that declares no input shape at all: any rank goes, where a scalar would need [].
+    const rankless = modelToBytes(makeModel(makeGraph({node: [makeNode('Neg', ['x'], ['y'])], input: [makeValueInfo('x', 1)], output: [makeValueInfo('y', 1)]}), {'': 13}))
+    expect((await post(`${server.url}/v2/repository/models/neg/load`, {parameters: {config: '{}', 'file:1/model.onnx': Buffer.from(rankless).toString('base64')}}, auth)).status).toBe(200)
+    expect((await (await fetch(`${server.url}/v2/models/neg`)).json()).inputs).toEqual([{name: 'x', datatype: 'FP32', shape: [-1]}])
+    const neg = await post(`${server.url}/v2/models/neg/infer`, {inputs: [{name: 'x', datatype: 'FP32', shape: [2, 1, 2], data: [1, -2, 3.5, 0.25]}]})
+    expect(await neg.json()).toMatchObject({outputs: [{name: 'y', datatype: 'FP32', shape: [2, 1, 2], data: [-1, 2, -3.5, -0.25]}]})
 
     const garbage = await post(`${server.url}/v2/repository/models/broken/load`, {parameters: {config: '{}', 'file:1/model.onnx': Buffer.from('not a model').toString('base64')}}, auth)
     expect(garbage.status).toBe(400)

@@ -19,6 +19,8 @@ export interface TensorSpec {
   shape: number[]
   /** The symbolic name of each dynamic dim, where the model gives one ("batch"); used to check that inputs agree. */
   symbols: (string | undefined)[]
+  /** The model declares no shape at all: any rank is accepted (metadata shows `[-1]`). */
+  anyRank?: boolean
 }
 
 export interface ModelSignature {
@@ -136,6 +138,7 @@ function checkShape(name: string, raw: unknown, spec: TensorSpec, symbols: Map<s
     throw badRequest(`input '${name}': shape must be an array of non-negative integers, got ${JSON.stringify(raw)}`)
   }
   const shape = raw as number[]
+  if (spec.anyRank) return shape
   if (shape.length !== spec.shape.length) {
     throw badRequest(`input '${name}': shape ${describeDims(shape)} has rank ${shape.length} but the model expects rank ${spec.shape.length} ${describeDims(spec.shape)}`)
   }

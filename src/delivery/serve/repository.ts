@@ -1,4 +1,5 @@
 import {randomBytes} from 'node:crypto'
+import * as fsp from 'node:fs/promises'
 import {oipDatatypeOf} from './datatypes.js'
 import {HttpError} from './http-error.js'
 import type {ModelSignature, TensorSpec} from './infer-request.js'
@@ -6,7 +7,7 @@ import type {ServeLogger} from './log.js'
 import type {InferencePool} from './pool.js'
 import {checkModelName, compareVersions, type ModelEntry, type ModelSource, type VersionEntry} from './sources.js'
 import {type LoadSecurity, prepareVersion} from './version-loader.js'
-import type {SessionValueInfo} from './worker-protocol.js'
+import type {ModelPayload, SessionValueInfo} from './worker-protocol.js'
 
 export type ModelState = 'READY' | 'UNAVAILABLE' | 'LOADING' | 'UNLOADING'
 
@@ -42,11 +43,12 @@ export interface IndexEntry {
 
 export const PLATFORM = 'onnxruntime_onnx'
 
-function toSpecs(values: SessionValueInfo[], what: string): TensorSpec[] {
+function toSpecs(values: SessionValueInfo[], what: string, rankless: Set<string>): TensorSpec[] {
   return values.map((v) => {
     if (!v.isTensor || !v.type) throw new Error(`${what} '${v.name}' is not a tensor; the protocol only carries tensors`)
     const datatype = oipDatatypeOf(v.type)
     if (!datatype) throw new Error(`${what} '${v.name}' has element type ${v.type}, which the protocol cannot carry`)
+    if (rankless.has(v.name)) return {name: v.name, datatype, shape: [-1], symbols: [undefined], anyRank: true}
     return {
       name: v.name,
       datatype,
@@ -54,6 +56,19 @@ function toSpecs(values: SessionValueInfo[], what: string): TensorSpec[] {
       symbols: v.dims.map((d) => (typeof d === 'string' && d !== '' ? d : undefined)),
     }
   })
+}
+
+/**
+ * onnxruntime reports both a scalar and a tensor whose model declares no shape at all as `[]`. Only
+ * the model itself tells them apart, so it is read when (rarely) such a value appears.
+ */
+async function ranklessValues(payload: ModelPayload, values: SessionValueInfo[]): Promise<Set<string>> {
+  if (!values.some((v) => v.isTensor && v.dims.length === 0)) return new Set()
+  const [{parseModel}, {valueInfoShape}] = await Promise.all([import('../../onnx/model.js'), import('../../onnx/build.js')])
+  const model = parseModel('bytes' in payload ? payload.bytes : await fsp.readFile(payload.path))
+  const out = new Set<string>()
+  for (const vi of [...(model.graph?.input ?? []), ...(model.graph?.output ?? [])]) if (valueInfoShape(vi)?.shape === undefined) out.add(vi.name)
+  return out
 }
 
 /**
@@ -122,7 +137,8 @@ export class ModelRepository {
     const key = `${name}:${v.version}:${randomBytes(4).toString('hex')}`
     const loaded = await this.pool.load(key, prepared.payload)
     try {
-      const signature = {inputs: toSpecs(loaded.inputs, 'input'), outputs: toSpecs(loaded.outputs, 'output')}
+      const rankless = await ranklessValues(prepared.payload, [...loaded.inputs, ...loaded.outputs])
+      const signature = {inputs: toSpecs(loaded.inputs, 'input', rankless), outputs: toSpecs(loaded.outputs, 'output', rankless)}
       return {model: name, version: v.version, key, signature, modelFile: prepared.modelFile, verified: prepared.verified, encrypted: prepared.encrypted, inflight: 0, retired: false}
     } catch (error) {
       await this.pool.unload(key)
