@@ -137,7 +137,8 @@ describe('infer response encoding', () => {
       {name: 'output', binary: true},
     ], outputs)
     const n = Number(r.headers['inference-header-content-length'])
-    const header = JSON.parse(r.body.subarray(0, n).toString())
+    const body = Buffer.concat(r.chunks)
+    const header = JSON.parse(body.subarray(0, n).toString())
     expect(header).toEqual({
       model_name: 'vad',
       model_version: '3',
@@ -147,7 +148,7 @@ describe('infer response encoding', () => {
         {name: 'output', datatype: 'FP32', shape: [1, 1], parameters: {binary_data_size: 4}},
       ],
     })
-    expect(r.body.subarray(n).readFloatLE(0)).toBe(0.25)
+    expect(body.subarray(n).readFloatLE(0)).toBe(0.25)
   })
 })
 

@@ -2,7 +2,8 @@ import {oipDatatypeOf, type RawTensor, tensorBytes, toJsonValues} from './dataty
 import type {RequestedOutput} from './infer-request.js'
 
 export interface EncodedResponse {
-  body: Buffer
+  /** The JSON header, then each binary output: written in turn, never copied into one buffer. */
+  chunks: Buffer[]
   headers: Record<string, string>
 }
 
@@ -33,9 +34,9 @@ export function encodeInferResponse(
   if (meta.id !== undefined) header.id = meta.id
   header.outputs = jsonOutputs
   const json = Buffer.from(JSON.stringify(header), 'utf8')
-  if (binaryParts.length === 0) return {body: json, headers: {'content-type': 'application/json'}}
+  if (binaryParts.length === 0) return {chunks: [json], headers: {'content-type': 'application/json'}}
   return {
-    body: Buffer.concat([json, ...binaryParts]),
+    chunks: [json, ...binaryParts],
     headers: {'content-type': 'application/octet-stream', 'inference-header-content-length': String(json.length)},
   }
 }

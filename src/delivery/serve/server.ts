@@ -131,7 +131,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       metrics.inferenceSeconds.observe(labels, result.ms / 1000)
       metrics.queueSeconds.observe(labels, Math.max(0, performance.now() - queued - result.ms) / 1000)
       const encoded = encodeInferResponse({modelName: served.model, modelVersion: served.version, id: request.id}, request.outputs, new Map(result.outputs.map((t) => [t.name, t])))
-      send(res, 200, encoded.body, encoded.headers)
+      send(res, 200, encoded.chunks, encoded.headers)
       metrics.requestSeconds.observe(labels, (performance.now() - started) / 1000)
       return {status: 200, version: served.version}
     } finally {
