@@ -3,10 +3,16 @@ import {z} from 'zod'
 import {publishArtifact} from '../delivery/publish.js'
 import {defineStage} from './types.js'
 
+/** The embedded default target: a local file registry beside the pipeline file; no service needed. */
+export const DEFAULT_TARGET = './.kiln/registry/{pipeline.name}/'
+
 const schema = z.strictObject({
   /** One target URI or several; each is published in turn and reported separately. */
-  to: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).transform((v) => (Array.isArray(v) ? v : [v]))
-    .describe('Target URIs: a directory path, file:///path, s3://bucket/prefix/ or oip+http(s)://host:port[/model]; may use {run.id}, {pipeline.name}, {stage.id}, {artifact.sha256}, {date}.'),
+  to: z
+    .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
+    .default(DEFAULT_TARGET)
+    .transform((v) => (Array.isArray(v) ? v : [v]))
+    .describe(`Target URIs: a directory path, file:///path, s3://bucket/prefix/ or oip+http(s)://host:port[/model]; may use {run.id}, {pipeline.name}, {stage.id}, {artifact.sha256}, {date}. Default: the local registry ${DEFAULT_TARGET} beside the pipeline file.`),
   /** Overrides for `s3://` targets; the standard AWS environment and config chain supply the rest. */
   s3: z
     .strictObject({

@@ -106,3 +106,17 @@ describe('publish to a directory', () => {
     await fsp.rm(dest, {recursive: true})
   })
 })
+
+describe('publish stage default target', () => {
+  it('publishes to the local registry beside the pipeline file when no target is named', async () => {
+    const {ctx, input} = await makeStageContext({input: MODELS.blazeface})
+    const params = publishStage.schema.parse({})
+    expect(params.to).toEqual(['./.kiln/registry/{pipeline.name}/'])
+    const result = await publishStage.run(ctx, input, params)
+    const [target] = result.metrics.targets as {uri: string; status: string}[]
+    expect(target!.status).toBe('published')
+    const root = path.join(ctx.baseDir, '.kiln', 'registry', ctx.pipelineName)
+    expect(fs.existsSync(path.join(root, 'latest'))).toBe(true)
+    expect(fs.readdirSync(path.join(root, ctx.runId))).toContain(path.basename(MODELS.blazeface))
+  })
+})
