@@ -251,6 +251,9 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
   const pre = parsePreprocess(spec.preprocess, spec.name)
   const format = datasetFormat(spec)
   const source = await openSource(spec, pre, options.inputs)
+  // The prefetched read: when the caller stops early (break, error) it must settle before the source closes.
+  let batches: AsyncGenerator<Rows> | undefined
+  let next: Promise<IteratorResult<Rows>> | undefined
   try {
     const names = source.fields.map((f) => f.name)
     const labelField = format === 'images' || format === 'idx' ? names.find((n) => n === 'label' || n === 'labels') : spec.labels ?? LABEL_NAMES.find((n) => names.includes(n))
@@ -282,9 +285,9 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
       if (labelField) batch.labels = Float64Array.from(rows.values[labelField] as ArrayLike<number>, Number)
       return batch
     }
-    const batches = source.read ? randomAccess(spec, source, wanted, options) : streamed(spec, source, wanted, options)
+    batches = source.read ? randomAccess(spec, source, wanted, options) : streamed(spec, source, wanted, options)
     // Prefetch: start reading batch i+1 before handing batch i to the caller.
-    let next = batches.next()
+    next = batches.next()
     let count = 0
     for (;;) {
       const r = await next
@@ -296,6 +299,8 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
     }
     if (count === 0) throw new KilnError(`dataset '${spec.name}' is empty`, {code: 'E_DATA'})
   } finally {
+    if (next) await next.catch(() => undefined)
+    await batches?.return(undefined).catch(() => undefined)
     await source.close()
   }
 }
