@@ -14,6 +14,7 @@ import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 import * as tf from '@tensorflow/tfjs'
 import {setWasmPaths} from '@tensorflow/tfjs-backend-wasm'
+import {seededRandom} from '../src/data/random.js'
 import {makeGraph, makeModel, makeNode, makeValueInfo} from '../src/onnx/build.js'
 import {writeModel} from '../src/onnx/model.js'
 import {DataType} from '../src/onnx/proto.js'
@@ -38,18 +39,6 @@ const CALIB = 256
 /** Hash of this script: the cache key of the outputs. */
 export function scriptHash(): string {
   return createHash('sha256').update(fs.readFileSync(SCRIPT)).digest('hex')
-}
-
-/** Mulberry32: a small seeded PRNG so initialisation and shuffling are the same on every machine. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
 }
 
 function heNormal(shape: number[], fanIn: number, rand: () => number): tf.Variable {
@@ -337,7 +326,7 @@ async function main(): Promise<void> {
   const nTest = testImages.shape[0]!
 
   // One fixed permutation of the training set; each model trains on a prefix of it.
-  const rand = rng(SEED)
+  const rand = seededRandom(SEED)
   const perm = Array.from({length: trainImages.shape[0]!}, (_, i) => i)
   for (let i = perm.length - 1; i > 0; i--) {
     const j = Math.floor(rand() * (i + 1))
@@ -346,11 +335,11 @@ async function main(): Promise<void> {
 
   fs.mkdirSync(OUT, {recursive: true})
   const meta: Record<string, unknown> = {scriptHash: scriptHash(), seed: SEED, backend: 'tfjs-wasm', models: {}}
-  for (const [net, cfg] of [[mlp(rng(SEED + 1)), MLP], [cnn(rng(SEED + 2)), CNN]] as const) {
+  for (const [net, cfg] of [[mlp(seededRandom(SEED + 1)), MLP], [cnn(seededRandom(SEED + 2)), CNN]] as const) {
     const t = Date.now()
     const subset = perm.slice(0, cfg.trainSamples)
     const epochOrders = Array.from({length: cfg.epochs}, (_, e) => {
-      const r = rng(SEED + 100 + e)
+      const r = seededRandom(SEED + 100 + e)
       const o = subset.slice()
       for (let i = o.length - 1; i > 0; i--) {
         const j = Math.floor(r() * (i + 1))

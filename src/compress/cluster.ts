@@ -1,4 +1,5 @@
 import {UsageError} from '../errors.js'
+import {seededRandom} from '../data/random.js'
 import {makeNode} from '../onnx/build.js'
 import type {ModelProto} from '../onnx/proto.js'
 import {DataType} from '../onnx/proto.js'
@@ -45,17 +46,6 @@ export interface ClusterReport {
   layers: ClusterLayer[]
 }
 
-function mulberry32(seed: number): () => number {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 /** Index of the first sorted value >= x. */
 function lowerBound(sorted: Float32Array | Float64Array, x: number, lo = 0, hi = sorted.length): number {
   while (lo < hi) {
@@ -76,7 +66,7 @@ export function kmeans1d(values: Float32Array, k: number, seed: number, iteratio
   const n = sorted.length
   const prefix = new Float64Array(n + 1)
   for (let i = 0; i < n; i++) prefix[i + 1] = prefix[i]! + sorted[i]!
-  const random = mulberry32(seed)
+  const random = seededRandom(seed)
   const sampleSize = Math.min(n, 8192)
   const sample = Float64Array.from({length: sampleSize}, (_, i) => sorted[Math.floor(((i + random()) * n) / sampleSize)]!)
   const centers: number[] = [sample[Math.floor(random() * sampleSize)]!]

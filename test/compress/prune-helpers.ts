@@ -6,18 +6,10 @@ import {readModel} from '../../src/onnx/model.js'
 import {valueInfoShape} from '../../src/onnx/build.js'
 import {DataType} from '../../src/onnx/proto.js'
 import {createSession, loadOrt} from '../../src/runtime/ort.js'
+import {seededRandom} from '../../src/data/random.js'
 
-/** Deterministic pseudo-random numbers (mulberry32), so every run feeds the same samples. */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** Deterministic pseudo-random numbers, so every run feeds the same samples. */
+export const rng = seededRandom
 
 /** Sizes for symbolic dims of the real models (batch 1, a short audio window, a small image). */
 const SYMBOLIC: Record<string, number> = {batch: 1, sequence: 512}

@@ -1,4 +1,5 @@
 import net from 'node:net'
+import {seededRandom} from '../../src/data/random.js'
 
 /**
  * Malformed requests for a server that serves `fashion_cnn` (input `input` FP32 [N,1,28,28]).
@@ -9,17 +10,6 @@ export interface FuzzCase {
   describe: string
   /** Send it; resolves with the HTTP status (0 when the server closed without one). */
   send(): Promise<number>
-}
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 /** One raw HTTP/1.1 exchange over a socket, for what fetch refuses to send. */
@@ -47,7 +37,7 @@ function raw(url: string, request: Buffer): Promise<number> {
 const DATATYPES = ['BOOL', 'UINT8', 'UINT16', 'UINT32', 'UINT64', 'INT8', 'INT16', 'INT32', 'INT64', 'FP16', 'FP64', 'BYTES']
 
 export function fuzzCases(base: string, seed: number, perKind = 12): FuzzCase[] {
-  const rnd = prng(seed)
+  const rnd = seededRandom(seed)
   const int = (n: number): number => Math.floor(rnd() * n)
   const url = `${base}/v2/models/fashion_cnn/infer`
   const image = (n = 1): number[] => Array.from({length: n * 784}, () => Math.round(rnd() * 1000) / 1000)
