@@ -83,11 +83,11 @@ describe('pipeline file errors: file:line:col, what was expected, did-you-mean',
   })
 
   it("checks a built-in stage's `with` with the stage's own schema", async () => {
-    const issues = await issuesOf(`${HEAD}stages:\n  - uses: convert\n    with: { to: onnx, opst: 17 }\n  - uses: publish\n    with:\n      too: [ ./out ]\n`)
+    const issues = await issuesOf(`${HEAD}stages:\n  - uses: convert\n    with: { to: onnx, opst: 17 }\n  - uses: encrypt\n    with:\n      kee: ./data.key\n`)
     expect(issues.map(brief)).toEqual([
       expect.stringMatching(/^6:23 unknown key `opst` in stages\[0\]\.with; expected one of: .*`opset`.* \(did you mean `opset`\?\)$/),
-      '9:7 missing required field `to` in stages[1].with',
-      expect.stringMatching(/^9:7 unknown key `too` in stages\[1\]\.with; expected one of: `to`.* \(did you mean `to`\?\)$/),
+      '9:7 missing required field `key` in stages[1].with (expected a string)',
+      expect.stringMatching(/^9:7 unknown key `kee` in stages\[1\]\.with; expected one of: `key`.* \(did you mean `key`\?\)$/),
     ])
   })
 
