@@ -23,8 +23,18 @@ const NPY_TYPES: Record<string, {new (b: ArrayBuffer, o: number, n: number): Npy
   u8: BigUint64Array,
 }
 
-/** Parse NPY bytes (format versions 1–3, little-endian or byte-agnostic dtypes, C order). */
-export function parseNpy(bytes: Uint8Array, label = 'array'): NpyArray {
+/** An NPY header: dtype as numpy spells it, shape, and where the data starts. */
+export interface NpyHeader {
+  dtype: string
+  shape: number[]
+  dataOffset: number
+}
+
+/**
+ * Parse an NPY header (format versions 1–3, C order, little-endian or byte-agnostic dtypes). Needs
+ * only the first bytes of the file, so readers can take rows on demand.
+ */
+export function parseNpyHeader(bytes: Uint8Array, label = 'array'): NpyHeader {
   const magic = String.fromCharCode(...bytes.subarray(1, 6))
   if (bytes[0] !== 0x93 || magic !== 'NUMPY') throw new KilnError(`${label}: not an NPY file`, {code: 'E_DATA'})
   const major = bytes[6]!
@@ -33,21 +43,24 @@ export function parseNpy(bytes: Uint8Array, label = 'array'): NpyArray {
   const start = major === 1 ? 10 : 12
   const header = new TextDecoder().decode(bytes.subarray(start, start + headerLen))
   const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1]
-  const fortran = /'fortran_order':\s*True/.test(header)
   const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1]
   if (!descr || shapeText === undefined) throw new KilnError(`${label}: malformed NPY header`, {code: 'E_DATA'})
-  if (fortran) throw new KilnError(`${label}: Fortran-ordered arrays are not supported; save with np.ascontiguousarray`, {code: 'E_DATA'})
+  if (/'fortran_order':\s*True/.test(header)) throw new KilnError(`${label}: Fortran-ordered arrays are not supported; save with np.ascontiguousarray`, {code: 'E_DATA'})
   if (descr.startsWith('>')) throw new KilnError(`${label}: big-endian dtype ${descr} is not supported`, {code: 'E_DATA'})
-  const kind = descr.replace(/^[<|=]/, '')
-  const Ctor = NPY_TYPES[kind]
-  if (!Ctor) throw new KilnError(`${label}: unsupported dtype ${descr}`, {code: 'E_DATA'})
+  if (!NPY_TYPES[descr.replace(/^[<|=]/, '')]) throw new KilnError(`${label}: unsupported dtype ${descr}`, {code: 'E_DATA'})
   const shape = shapeText
     .split(',')
-    .map((s) => s.trim())
+    .map((x) => x.trim())
     .filter(Boolean)
     .map(Number)
+  return {dtype: descr, shape, dataOffset: start + headerLen}
+}
+
+/** Parse NPY bytes into an array (see {@link parseNpyHeader}). */
+export function parseNpy(bytes: Uint8Array, label = 'array'): NpyArray {
+  const {dtype: descr, shape, dataOffset: offset} = parseNpyHeader(bytes, label)
+  const Ctor = NPY_TYPES[descr.replace(/^[<|=]/, '')]!
   const count = shape.reduce((a, b) => a * b, 1)
-  const offset = start + headerLen
   const need = count * Ctor.BYTES_PER_ELEMENT
   if (bytes.length - offset < need) throw new KilnError(`${label}: truncated NPY data (${bytes.length - offset} of ${need} bytes)`, {code: 'E_DATA'})
   const abs = bytes.byteOffset + offset

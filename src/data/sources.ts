@@ -5,6 +5,8 @@ import {constants as zlibConstants, createGunzip, createInflateRaw, inflateRawSy
 import {KilnError} from '../errors.js'
 import type {TypedArray} from '../onnx/tensor.js'
 import {decodeIdxElements, parseIdxHeader, streamIdx} from './idx.js'
+import type {NpyHeader} from './npy.js'
+import {parseNpyHeader} from './npy.js'
 
 /** One field (array, column group, JSON key) of a dataset: element type and per-sample shape. */
 export interface Field {
@@ -70,20 +72,10 @@ async function readRowsAt(a: OnDisk, indices: number[]): Promise<TypedArray> {
   return new Ctor(buf.buffer as ArrayBuffer, buf.byteOffset, buf.length / Ctor.BYTES_PER_ELEMENT)
 }
 
-function headerOfNpy(bytes: Uint8Array, label: string): {dtype: string; shape: number[]; dataOffset: number} {
-  // Only the header: where the data starts, its dtype and shape; rows are read later, on demand.
-  const major = bytes[6]!
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  const headerLen = major === 1 ? dv.getUint16(8, true) : dv.getUint32(8, true)
-  const start = major === 1 ? 10 : 12
-  const header = new TextDecoder().decode(bytes.subarray(start, start + headerLen))
-  const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1]
-  const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1]
-  if (bytes[0] !== 0x93 || !descr || shapeText === undefined) throw new KilnError(`${label}: not an NPY file`, {code: 'E_DATA'})
-  if (/'fortran_order':\s*True/.test(header)) throw new KilnError(`${label}: Fortran-ordered arrays are not supported; save with np.ascontiguousarray`, {code: 'E_DATA'})
-  if (descr.startsWith('>') || !ctorOf(descr)) throw new KilnError(`${label}: unsupported dtype ${descr}`, {code: 'E_DATA'})
-  const shape = shapeText.split(',').map((s) => s.trim()).filter(Boolean).map(Number)
-  return {dtype: descr, shape: shape.length ? shape : [1], dataOffset: start + headerLen}
+/** The header of a stored array; a scalar counts as one row. Rows are read later, on demand. */
+function headerOfNpy(bytes: Uint8Array, label: string): NpyHeader {
+  const h = parseNpyHeader(bytes, label)
+  return {...h, shape: h.shape.length ? h.shape : [1]}
 }
 
 /** A single .npy: rows read on demand. */

@@ -7,6 +7,7 @@ import {valueInfoShape} from '../../src/onnx/build.js'
 import {DataType} from '../../src/onnx/proto.js'
 import {createSession, loadOrt} from '../../src/runtime/ort.js'
 import {seededRandom} from '../../src/data/random.js'
+import {cosine} from '../../src/compress/quant/math.js'
 
 /** Deterministic pseudo-random numbers, so every run feeds the same samples. */
 export const rng = seededRandom
@@ -51,17 +52,7 @@ export async function runModel(file: string, feeds: Record<string, unknown>): Pr
 }
 
 /** Cosine similarity of two outputs (1 = same direction). */
-export function cosine(a: Float32Array, b: Float32Array): number {
-  let ab = 0
-  let aa = 0
-  let bb = 0
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i]! * b[i]!
-    aa += a[i]! * a[i]!
-    bb += b[i]! * b[i]!
-  }
-  return aa === 0 && bb === 0 ? 1 : ab / Math.sqrt(aa * bb || 1)
-}
+export {cosine}
 
 /**
  * Real inputs for each real model (a few samples): LFW faces for BlazeFace, a speech recording for
