@@ -63,7 +63,8 @@ export function renderMarkdown(report: RunReport): string {
   if (report.gates.length > 0) {
     lines.push('', '| | stage | gate | value | limit | |', '|---|---|---|---|---|---|', ...report.gates.map(gateLine))
   }
-  lines.push('', `<sub>kiln ${report.kiln} · ${Object.entries(report.runtime).map(([k, v]) => `${k} ${v}`).join(' · ')}</sub>`, '')
+  const runtime = Object.entries(report.runtime).filter(([k]) => k !== 'kiln')
+  lines.push('', `<sub>kiln ${report.kiln} · ${runtime.map(([k, v]) => `${k} ${v}`).join(' · ')}</sub>`, '')
   return lines.join('\n')
 }
 
