@@ -4,16 +4,11 @@ import {outputName} from './prune.js'
 import {defineStage} from './types.js'
 
 const schema = z.strictObject({
-  /** Clusters (shared values) per layer, 4..256. */
-  clusters: z.number().int().min(4).max(256),
-  /** `codebook` (uint8 indices decoded in the graph, default) or `float` (centroid values, squeezed by zstd). */
-  storage: z.enum(['codebook', 'float']).default('codebook'),
-  /** k-means++ seed: the same seed gives the same model. */
-  seed: z.number().int().min(0).default(0),
-  /** Lloyd iterations at most. */
-  iterations: z.number().int().positive().default(30),
-  /** Layer or weight names to leave alone. */
-  exclude: z.array(z.string()).optional(),
+  clusters: z.number().int().min(4).max(256).describe('Clusters (shared values) per layer, 4..256.'),
+  storage: z.enum(['codebook', 'float']).default('codebook').describe('`codebook` (uint8 indices decoded in the graph, default) or `float` (centroid values, squeezed by zstd).'),
+  seed: z.number().int().min(0).default(0).describe('k-means++ seed: the same seed gives the same model.'),
+  iterations: z.number().int().positive().default(30).describe('Lloyd iterations at most.'),
+  exclude: z.array(z.string()).optional().describe('Layer or weight names to leave alone.'),
 })
 
 export default defineStage({

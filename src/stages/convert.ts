@@ -10,18 +10,12 @@ import type {ArtifactRecord, StageContext} from './types.js'
 
 const schema = z
   .object({
-    /** Output format. ONNX is kiln's working format. */
-    to: z.literal('onnx').default('onnx'),
-    /** Default-domain opset to reach; omitted keeps the model's (TF.js: the converter's default). */
-    opset: z.number().int().min(MIN_SOURCE_OPSET).max(MAX_OPSET).optional(),
-    /** IR version to write; omitted keeps the model's, raised to what the opset needs. */
-    irVersion: z.number().int().min(3).max(MAX_IR_VERSION).optional(),
-    /** TF.js input only: expose the interface as NHWC (default, as the model has it) or NCHW. */
-    layout: z.enum(['nhwc', 'nchw']).optional(),
-    /** TF.js input only: compare the ONNX model with TF.js itself after conversion. */
-    verify: z.union([z.boolean(), z.object({tolerance: z.number().positive().optional(), samples: z.number().int().positive().optional(), dataset: z.string().min(1).optional()}).strict()]).optional(),
-    /** TF.js input only: emit unsupported ops in this custom-op domain instead of failing. */
-    customOpDomain: z.string().min(1).optional(),
+    to: z.literal('onnx').default('onnx').describe('Output format. ONNX is kiln\'s working format.'),
+    opset: z.number().int().min(MIN_SOURCE_OPSET).max(MAX_OPSET).optional().describe('Default-domain opset to reach; omitted keeps the model\'s (TF.js: the converter\'s default).'),
+    irVersion: z.number().int().min(3).max(MAX_IR_VERSION).optional().describe('IR version to write; omitted keeps the model\'s, raised to what the opset needs.'),
+    layout: z.enum(['nhwc', 'nchw']).optional().describe('TF.js input only: expose the interface as NHWC (default, as the model has it) or NCHW.'),
+    verify: z.union([z.boolean(), z.object({tolerance: z.number().positive().optional(), samples: z.number().int().positive().optional(), dataset: z.string().min(1).optional()}).strict()]).optional().describe('TF.js input only: compare the ONNX model with TF.js itself after conversion.'),
+    customOpDomain: z.string().min(1).optional().describe('TF.js input only: emit unsupported ops in this custom-op domain instead of failing.'),
   })
   .strict()
 

@@ -5,14 +5,10 @@ import {defineStage} from './types.js'
 
 const schema = z
   .strictObject({
-    /** Keep this many singular values per layer. */
-    rank: z.number().int().positive().optional(),
-    /** Keep the fewest singular values holding this fraction of the energy (σ²), in (0, 1]. */
-    energy: z.number().gt(0).max(1).optional(),
-    /** Per-layer budget on the relative Frobenius error, in (0, 1). */
-    maxError: z.number().gt(0).lt(1).optional(),
-    /** Layer or weight names to leave alone. */
-    exclude: z.array(z.string()).optional(),
+    rank: z.number().int().positive().optional().describe('Keep this many singular values per layer.'),
+    energy: z.number().gt(0).max(1).optional().describe('Keep the fewest singular values holding this fraction of the energy (σ²), in (0, 1].'),
+    maxError: z.number().gt(0).lt(1).optional().describe('Per-layer budget on the relative Frobenius error, in (0, 1).'),
+    exclude: z.array(z.string()).optional().describe('Layer or weight names to leave alone.'),
   })
   .refine((p) => [p.rank, p.energy, p.maxError].filter((x) => x !== undefined).length === 1, {message: 'give exactly one of rank, energy or maxError'})
 

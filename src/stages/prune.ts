@@ -3,23 +3,14 @@ import {z} from 'zod'
 import {defineStage} from './types.js'
 
 const schema = z.strictObject({
-  /** `magnitude` (unstructured, default), `nm` (N:M semi-structured) or `channel` (structured filters). */
-  method: z.enum(['magnitude', 'nm', 'channel']).default('magnitude'),
-  /** Fraction of weights (channels for `channel`) to remove, in [0, 1). Implied by `pattern` for `nm`. */
-  sparsity: z.number().min(0).lt(1).optional(),
-  /** `global` (default for magnitude) or `layer` (default for channel). */
-  scope: z.enum(['global', 'layer']).optional(),
-  /** N:M pattern for `nm`: keep N of every M along the reduction axis (default 2:4). */
-  pattern: z.string().regex(/^\d+:\d+$/).optional(),
-  /** Channel importance for `channel` (default l1). */
-  criterion: z.enum(['l1', 'l2']).optional(),
-  /** `channel`: round kept channel counts to a multiple of this (default 16, the channel block of onnxruntime's CPU conv kernels; 1 = exact ratio). */
-  channelMultiple: z.number().int().positive().optional(),
-  /** Leave the first and last prunable layers dense. */
-  protectFirstLast: z.boolean().default(false),
-  /** Per-layer sparsity by layer or weight name (0 = leave dense). */
-  overrides: z.record(z.string(), z.number().min(0).lt(1)).optional(),
-  /** Sensitivity-guided plan (magnitude): per-layer ratios within an accuracy budget on a declared dataset. */
+  method: z.enum(['magnitude', 'nm', 'channel']).default('magnitude').describe('`magnitude` (unstructured, default), `nm` (N:M semi-structured) or `channel` (structured filters).'),
+  sparsity: z.number().min(0).lt(1).optional().describe('Fraction of weights (channels for `channel`) to remove, in [0, 1). Implied by `pattern` for `nm`.'),
+  scope: z.enum(['global', 'layer']).optional().describe('`global` (default for magnitude) or `layer` (default for channel).'),
+  pattern: z.string().regex(/^\d+:\d+$/).optional().describe('N:M pattern for `nm`: keep N of every M along the reduction axis (default 2:4).'),
+  criterion: z.enum(['l1', 'l2']).optional().describe('Channel importance for `channel` (default l1).'),
+  channelMultiple: z.number().int().positive().optional().describe('`channel`: round kept channel counts to a multiple of this (default 16, the channel block of onnxruntime\'s CPU conv kernels; 1 = exact ratio).'),
+  protectFirstLast: z.boolean().default(false).describe('Leave the first and last prunable layers dense.'),
+  overrides: z.record(z.string(), z.number().min(0).lt(1)).optional().describe('Per-layer sparsity by layer or weight name (0 = leave dense).'),
   eval: z
     .strictObject({
       dataset: z.string().min(1),
@@ -27,7 +18,7 @@ const schema = z.strictObject({
       ratios: z.array(z.number().gt(0).lt(1)).min(1).optional(),
       samples: z.number().int().positive().optional(),
     })
-    .optional(),
+    .optional().describe('Sensitivity-guided plan (magnitude): per-layer ratios within an accuracy budget on a declared dataset.'),
 })
 
 /** Output file name inside the stage directory: keep the input's name when it is an .onnx file. */

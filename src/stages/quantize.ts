@@ -5,51 +5,32 @@ import {defineStage} from './types.js'
 const datasetRef = z.string().min(1)
 
 const schema = z.strictObject({
-  /** `dynamic` (int8 weights, run-time activations), `static` (QDQ, calibrated), `fp16`, or `int4` (MatMulNBits). */
-  mode: z.enum(['dynamic', 'static', 'fp16', 'int4']),
-  /** Calibration dataset name (static), or `{dataset, method, percentile}`. */
+  mode: z.enum(['dynamic', 'static', 'fp16', 'int4']).describe('`dynamic` (int8 weights, run-time activations), `static` (QDQ, calibrated), `fp16`, or `int4` (MatMulNBits).'),
   calibration: z
     .union([
       datasetRef.transform((dataset): {dataset: string; method?: 'minmax' | 'percentile' | 'entropy'; percentile?: number} => ({dataset})),
       z.strictObject({
         dataset: datasetRef,
-        /** `minmax` (default), `percentile` or `entropy` (KL divergence). */
-        method: z.enum(['minmax', 'percentile', 'entropy']).optional(),
-        /** Percentile of |x| kept by `percentile`. Default 99.999. */
-        percentile: z.number().gt(50).max(100).optional(),
+        method: z.enum(['minmax', 'percentile', 'entropy']).optional().describe('`minmax` (default), `percentile` or `entropy` (KL divergence).'),
+        percentile: z.number().gt(50).max(100).optional().describe('Percentile of |x| kept by `percentile`. Default 99.999.'),
       }),
     ])
-    .optional(),
-  /** Per-channel weights (static, dynamic). Default true. */
-  perChannel: z.boolean().default(true),
-  /** Activation type for static mode. Default uint8 (U8S8, fastest on x86). */
-  activations: z.enum(['uint8', 'int8']).optional(),
-  /** Symmetric activations (static) or symmetric weights (int4, default true). */
-  symmetric: z.boolean().optional(),
-  /** int4 block size along K. */
-  blockSize: z.union([z.literal(32), z.literal(64), z.literal(128)]).default(32),
-  /** int4 method: round to nearest, or HQQ (data-free, asymmetric). */
-  algorithm: z.enum(['rtn', 'hqq']).default('rtn'),
-  /** int4 MatMulNBits accuracy_level: 4 = int8 compute on CPU (fastest), 0 = float compute. */
-  accuracyLevel: z.union([z.literal(0), z.literal(1), z.literal(2), z.literal(3), z.literal(4)]).default(4),
-  /** Nodes kept in float: node name, op type, `op:Type`, glob or /regex/. */
-  exclude: z.union([z.string().min(1).transform((s) => [s]), z.array(z.string().min(1))]).default([]),
-  /** Fold BatchNormalization, drop Identity/Dropout before quantizing. Default true. */
-  preprocess: z.boolean().default(true),
-  /** Evaluation dataset name: accuracy and agreement with fp32 are measured on it. */
-  eval: datasetRef.optional(),
-  /** Largest accepted accuracy drop (0.005 = half a point); needs `eval`. Sensitive parts fall back to float until it holds. */
-  maxAccuracyDrop: z.number().min(0).max(1).optional(),
-  /** Hardware profile for the latency A/B (default: the pipeline's target). */
-  profile: z.string().min(1).optional(),
-  /** Keep the input when every quantized variant is slower on the profile. Default true. */
-  neverSlower: z.boolean().default(true),
-  /** fp16: keep float32 model inputs and outputs. Default true. */
-  keepIOTypes: z.boolean().default(true),
-  /** fp16: op types kept in float32 (replaces the default list). */
-  blockList: z.array(z.string().min(1)).optional(),
-  /** Samples per calibration/evaluation batch when the model's batch dimension is free. */
-  batchSize: z.number().int().min(1).max(4096).default(16),
+    .optional().describe('Calibration dataset name (static), or `{dataset, method, percentile}`.'),
+  perChannel: z.boolean().default(true).describe('Per-channel weights (static, dynamic). Default true.'),
+  activations: z.enum(['uint8', 'int8']).optional().describe('Activation type for static mode. Default uint8 (U8S8, fastest on x86).'),
+  symmetric: z.boolean().optional().describe('Symmetric activations (static) or symmetric weights (int4, default true).'),
+  blockSize: z.union([z.literal(32), z.literal(64), z.literal(128)]).default(32).describe('int4 block size along K.'),
+  algorithm: z.enum(['rtn', 'hqq']).default('rtn').describe('int4 method: round to nearest, or HQQ (data-free, asymmetric).'),
+  accuracyLevel: z.union([z.literal(0), z.literal(1), z.literal(2), z.literal(3), z.literal(4)]).default(4).describe('int4 MatMulNBits accuracy_level: 4 = int8 compute on CPU (fastest), 0 = float compute.'),
+  exclude: z.union([z.string().min(1).transform((s) => [s]), z.array(z.string().min(1))]).default([]).describe('Nodes kept in float: node name, op type, `op:Type`, glob or /regex/.'),
+  preprocess: z.boolean().default(true).describe('Fold BatchNormalization, drop Identity/Dropout before quantizing. Default true.'),
+  eval: datasetRef.optional().describe('Evaluation dataset name: accuracy and agreement with fp32 are measured on it.'),
+  maxAccuracyDrop: z.number().min(0).max(1).optional().describe('Largest accepted accuracy drop (0.005 = half a point); needs `eval`. Sensitive parts fall back to float until it holds.'),
+  profile: z.string().min(1).optional().describe('Hardware profile for the latency A/B (default: the pipeline\'s target).'),
+  neverSlower: z.boolean().default(true).describe('Keep the input when every quantized variant is slower on the profile. Default true.'),
+  keepIOTypes: z.boolean().default(true).describe('fp16: keep float32 model inputs and outputs. Default true.'),
+  blockList: z.array(z.string().min(1)).optional().describe('fp16: op types kept in float32 (replaces the default list).'),
+  batchSize: z.number().int().min(1).max(4096).default(16).describe('Samples per calibration/evaluation batch when the model\'s batch dimension is free.'),
 })
 
 /**
