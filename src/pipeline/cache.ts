@@ -72,15 +72,8 @@ export class StageCache {
  */
 export async function artifactDigest(outDir: string, rel: string, memo: DigestMemo): Promise<{sha256: string; bytes: number}> {
   const files = await listFiles(outDir)
-  if (rel !== '.' && files.length === 1 && files[0] === rel.split(path.sep).join('/')) return memo.digest(path.join(outDir, rel))
-  const hash = createHash('sha256')
-  let bytes = 0
-  for (const f of files) {
-    const d = await memo.digest(path.join(outDir, f))
-    bytes += d.bytes
-    hash.update(`${f}\0${d.sha256}\0`)
-  }
-  return {sha256: hash.digest('hex'), bytes}
+  if (rel !== '.' && files.length === 1 && files[0] === rel.split(path.sep).join('/')) return memo.digestFile(path.join(outDir, rel))
+  return memo.digestSet(outDir, files)
 }
 
 /**
@@ -100,21 +93,36 @@ export class DigestMemo {
     }
   }
 
+  /** A file's digest, re-hashed only when its size or mtime changed. */
+  async digestFile(p: string): Promise<{sha256: string; bytes: number}> {
+    const st = await fsp.stat(p)
+    const hit = this.memo[p]
+    if (hit && hit.size === st.size && hit.mtimeMs === st.mtimeMs) return {sha256: hit.sha256, bytes: hit.bytes}
+    const d = await digestPath(p)
+    this.memo[p] = {size: st.size, mtimeMs: st.mtimeMs, ...d}
+    this.dirty = true
+    return d
+  }
+
+  /**
+   * The digest of a set of files under `base` (relative POSIX paths), in the same form as
+   * `digestPath` gives a directory, with each file's digest memoised.
+   */
+  async digestSet(base: string, rels: string[]): Promise<{sha256: string; bytes: number}> {
+    const hash = createHash('sha256')
+    let bytes = 0
+    for (const rel of rels) {
+      const d = await this.digestFile(path.join(base, rel))
+      bytes += d.bytes
+      hash.update(`${rel}\0${d.sha256}\0`)
+    }
+    return {sha256: hash.digest('hex'), bytes}
+  }
+
+  /** A file's or a directory's digest (a directory is listed every time: its mtime misses edits inside). */
   async digest(p: string): Promise<{sha256: string; bytes: number}> {
     const st = await fsp.stat(p)
-    if (st.isFile() || st.isDirectory()) {
-      const hit = this.memo[p]
-      if (hit && hit.size === st.size && hit.mtimeMs === st.mtimeMs) return {sha256: hit.sha256, bytes: hit.bytes}
-      const d = await digestPath(p)
-      // A directory's mtime changes when entries are added or removed, not when a file inside is
-      // rewritten: directories are digested every time.
-      if (st.isFile()) {
-        this.memo[p] = {size: st.size, mtimeMs: st.mtimeMs, ...d}
-        this.dirty = true
-      }
-      return d
-    }
-    return digestPath(p)
+    return st.isDirectory() ? this.digestSet(p, await listFiles(p)) : this.digestFile(p)
   }
 
   async save(): Promise<void> {

@@ -3,9 +3,9 @@ import * as fsp from 'node:fs/promises'
 import path from 'node:path'
 import {AbortedError, errorMessage, ExitCode, isKilnError, KilnError, UsageError} from '../errors.js'
 import type {ArtifactRecord, GateResult, StageContext, StageLogger} from '../stages/types.js'
-import {exists, listFiles} from '../util/fs.js'
+import {exists, listFiles, sha256} from '../util/fs.js'
 import {redact} from '../util/redact.js'
-import {artifactDigest, cacheKey, DigestMemo, runtimeVersions, StageCache} from './cache.js'
+import {artifactDigest, cacheKey, canonicalJson, DigestMemo, runtimeVersions, StageCache} from './cache.js'
 import type {Pipeline, PipelineStageSpec} from './loader.js'
 import {resolveSecretRef} from './interpolate.js'
 import type {LockStage} from './lock.js'
@@ -118,7 +118,9 @@ export async function runPipeline(pipeline: Pipeline, options: RunOptions): Prom
   const runtime = runtimeVersions(options.kilnVersion)
 
   const inputFiles = await inputArtifactFiles(pipeline.model)
-  const inputDigest = await digestFiles(inputFiles, memo)
+  const modelDir = path.dirname(inputFiles[0]!)
+  const inputDigest =
+    inputFiles.length === 1 ? await memo.digestFile(inputFiles[0]!) : await memo.digestSet(modelDir, inputFiles.map((f) => path.relative(modelDir, f).split(path.sep).join('/')))
   const input: ArtifactRecord = {path: pipeline.model, format: pipeline.model.endsWith('.json') ? 'tfjs' : 'onnx', ...inputDigest}
 
   const reports: StageReport[] = stages.map((s) => ({id: s.id, uses: s.uses, status: 'skipped', seconds: 0, metrics: {}}))
@@ -205,7 +207,7 @@ export async function runPipeline(pipeline: Pipeline, options: RunOptions): Prom
         version: spec.stage.version,
         key,
         input: reports[index - 1]?.artifact?.sha256 ?? input.sha256,
-        params: cacheKey({...emptyParts, params: spec.params}),
+        params: sha256(canonicalJson(spec.params)),
         datasets,
         output: report.artifact ? {sha256: current.sha256, bytes: current.bytes, format: current.format} : undefined,
       })
@@ -251,8 +253,6 @@ export async function runPipeline(pipeline: Pipeline, options: RunOptions): Prom
   if (runError instanceof AbortedError) throw Object.assign(runError, {report})
   return report
 }
-
-const emptyParts = {inputSha256: '', kind: '', stageVersion: '', runtime: {}, datasets: {}, secrets: {}, pipelineInputSha256: ''}
 
 export function exitCodeFor(report: RunReport): number {
   return report.status === 'passed' ? ExitCode.ok : report.status === 'gate-failed' ? ExitCode.gateFailed : ExitCode.stageFailed
@@ -366,18 +366,6 @@ async function linkIntoRun(outDir: string, rel: string, artifactDir: string): Pr
     }
   }
   return rel === '.' ? artifactDir : path.join(artifactDir, rel)
-}
-
-async function digestFiles(files: string[], memo: DigestMemo): Promise<{sha256: string; bytes: number}> {
-  if (files.length === 1) return memo.digest(files[0]!)
-  const h = createHash('sha256')
-  let bytes = 0
-  for (const f of files) {
-    const d = await memo.digest(f)
-    bytes += d.bytes
-    h.update(`${path.basename(f)}\0${d.sha256}\0`)
-  }
-  return {sha256: h.digest('hex'), bytes}
 }
 
 async function ensureWritableDir(dir: string): Promise<void> {
