@@ -3,6 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import type {ArtifactRecord, DatasetSpec, HardwareProfile, StageContext} from '../../src/stages/types.js'
 import {digestPath} from '../../src/util/fs.js'
+import {resolveSecretRef} from '../../src/pipeline/interpolate.js'
 
 /** A StageContext for calling a stage's `run` directly in a unit test. */
 export async function makeStageContext(opts: {
@@ -39,7 +40,7 @@ export async function makeStageContext(opts: {
       return opts.profiles?.[name ?? 'cpu-2t'] ?? defaultProfile
     },
     target: 'cpu-2t',
-    secret: (ref) => (ref.startsWith('env:') ? (process.env[ref.slice(4)] ?? '') : ref),
+    secret: (ref) => resolveSecretRef(ref, root, {stage: opts.id ?? 'stage'}),
     inputArtifact: input,
     artifacts: new Map(),
     signal: new AbortController().signal,
