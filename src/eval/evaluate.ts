@@ -3,7 +3,7 @@ import {readBatches} from '../data/dataset.js'
 import type {Batch, InputMeta} from '../data/dataset.js'
 import {KilnError, UsageError} from '../errors.js'
 import {getProfile} from '../runtime/profiles.js'
-import {createProfileSession} from '../runtime/profiles.js'
+import {createProfileSession, usesAllCores} from '../runtime/profiles.js'
 import type {Ort} from '../runtime/ort.js'
 import {loadOrt} from '../runtime/ort.js'
 import type {DatasetSpec, HardwareProfile} from '../stages/types.js'
@@ -59,7 +59,9 @@ function defaultMetrics(o: EvaluateOptions): string[] {
 
 /**
  * Run a model (and optionally a baseline) over a dataset and compute metrics. The dataset reader
- * prefetches the next batch while the models run, and the two models run concurrently.
+ * prefetches the next batch on the I/O thread pool while the models run, unless the profile's
+ * threads already take every core: then it reads in line, which is faster than contending.
+ * Batch memory is recycled, so a long evaluation allocates (and page-faults) only a few batches.
  */
 export async function evaluateModel(o: EvaluateOptions): Promise<EvaluateResult> {
   const metrics = o.metrics?.length ? o.metrics : defaultMetrics(o)
@@ -105,7 +107,7 @@ export async function evaluateModel(o: EvaluateOptions): Promise<EvaluateResult>
       )
     const t0 = performance.now()
     let n = 0
-    for await (const b of readBatches(o.dataset, {batchSize, inputs: meta, signal: o.signal})) {
+    for await (const b of readBatches(o.dataset, {batchSize, inputs: meta, signal: o.signal, reuse: true, inline: usesAllCores(profile)})) {
       if (fixed && b.size !== fixed) {
         throw new KilnError(`the model's batch dimension is fixed at ${fixed}; the dataset's ${n + b.size} samples are not a multiple of it`, {code: 'E_EVAL_BATCH', tryMessage: `Set the dataset's limit to a multiple of ${fixed}.`})
       }

@@ -51,7 +51,7 @@ export function taskOf(o: TaskOptions): 'classification' | 'binary' | 'regressio
 }
 
 /** Per-sample vectors of the selected outputs, concatenated. */
-function rows(outputs: Outputs, names: string[], size: number): {width: number; at(i: number): Float32Array} {
+function rows(outputs: Outputs, names: string[], size: number): {width: number; at(i: number): Float32Array; flat?: Float32Array} {
   const parts = names.map((n) => {
     const o = outputs[n]
     if (!o) throw new UsageError(`the model has no output '${n}'; outputs: ${Object.keys(outputs).join(', ')}`, {code: 'E_EVAL_OUTPUT'})
@@ -61,6 +61,8 @@ function rows(outputs: Outputs, names: string[], size: number): {width: number; 
   const width = parts.reduce((n, p) => n + p.width, 0)
   return {
     width,
+    // One output: sample i is flat[i*width, (i+1)*width), read in place with no view per sample.
+    flat: parts.length === 1 ? parts[0]!.data : undefined,
     at(i) {
       if (parts.length === 1) return parts[0]!.data.subarray(i * width, (i + 1) * width)
       const v = new Float32Array(width)
@@ -74,9 +76,16 @@ function rows(outputs: Outputs, names: string[], size: number): {width: number; 
   }
 }
 
-const argmax = (v: Float32Array): number => {
+const argmax = (v: Float32Array): number => argmaxAt(v, 0, v.length)
+
+/** Argmax of v[off, off+width), as an index into that range. */
+function argmaxAt(v: Float32Array, off: number, width: number): number {
   let best = 0
-  for (let i = 1; i < v.length; i++) if (v[i]! > v[best]!) best = i
+  let top = v[off]!
+  for (let i = 1; i < width; i++) {
+    const x = v[off + i]!
+    if (x > top) (top = x), (best = i)
+  }
   return best
 }
 
@@ -140,14 +149,13 @@ export function labelMetrics(wanted: string[], o: TaskOptions, side: 'outputs' |
       outputNames ??= o.outputs ?? [Object.keys(outs)[0]!]
       const r = rows(outs, outputNames, b.size)
       for (let i = 0; i < b.size; i++) {
-        const v = r.at(i)
         const label = b.labels[i]!
         if (task === 'regression') {
-          const d = v[0]! - label
+          const d = r.at(i)[0]! - label
           se += d * d
           ae += Math.abs(d)
         } else if (task === 'binary') {
-          const s = binaryScore(v, o)
+          const s = binaryScore(r.at(i), o)
           const pos = label === (o.positiveClass ?? 1)
           if (!Number.isFinite(label)) checkLabel(label, n + i)
           scores.push(s)
@@ -155,14 +163,17 @@ export function labelMetrics(wanted: string[], o: TaskOptions, side: 'outputs' |
           if (s >= (o.threshold ?? 0.5) === pos) correct++
         } else {
           checkLabel(label, n + i, r.width)
-          const pred = argmax(v)
+          const data = r.flat ?? r.at(i)
+          const off = r.flat ? i * r.width : 0
+          const pred = argmaxAt(data, off, r.width)
           if (pred === label) correct++
           confusion ??= Array.from({length: r.width}, () => new Array<number>(r.width).fill(0))
           confusion[label]![pred]!++
-          for (const k of ks) {
+          if (ks.length) {
+            const target = data[off + label]!
             let higher = 0
-            for (let c = 0; c < v.length; c++) if (v[c]! > v[label]!) higher++
-            if (higher < k) topCorrect.set(k, topCorrect.get(k)! + 1)
+            for (let c = 0; c < r.width; c++) if (data[off + c]! > target) higher++
+            for (const k of ks) if (higher < k) topCorrect.set(k, topCorrect.get(k)! + 1)
           }
         }
       }

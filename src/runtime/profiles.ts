@@ -24,6 +24,16 @@ export function builtinProfiles(): Record<string, HardwareProfile> {
   return {'cpu-1t': cpu('cpu-1t', 1), 'cpu-2t': cpu('cpu-2t', 2), 'cpu-all': cpu('cpu-all', all)}
 }
 
+/**
+ * Whether sessions under this profile keep every core of this machine busy while they run (CPU
+ * provider, at least as many intra-op threads as cores; 0 means all). Work on other threads
+ * then competes with inference rather than overlapping it.
+ */
+export function usesAllCores(profile: HardwareProfile): boolean {
+  const cores = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length
+  return profile.providers.every((p) => p === 'cpu') && (profile.threads === 0 || profile.threads >= cores)
+}
+
 /** A custom profile as written in the pipeline file (no name; everything optional but what the schema defaults). */
 export type ProfileInput = Partial<Omit<HardwareProfile, 'name'>>
 

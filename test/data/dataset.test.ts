@@ -34,6 +34,27 @@ describe('readBatches', () => {
     expect(Array.from(batches[2]!.labels!)).toEqual(Array.from((whole.get('labels')!.data as BigInt64Array).subarray(256, 300), Number))
   })
 
+  it('reads the same rows in line and with recycled batch memory, each batch intact until the batch after next is asked for', async () => {
+    const whole = (await readNpz(trained.test)).get('input')!.data as Float32Array
+    for (const how of [{reuse: true}, {reuse: true, inline: true}, {inline: true}, {reuse: true, shuffle: true}]) {
+      const spec: DatasetSpec = {name: 'd', path: trained.test, limit: 1000, ...(how.shuffle ? {shuffle: true, seed: 3} : {})}
+      const order = how.shuffle ? (await all({...spec, limit: 1000}, 1000, FASHION))[0]!.labels! : undefined
+      const held: {batch: Batch; copy: Float32Array; start: number}[] = []
+      let start = 0
+      for await (const b of readBatches(spec, {batchSize: 100, inputs: FASHION, ...how})) {
+        const data = b.inputs.input!.data as Float32Array
+        // The batch before the previous one may have been recycled; the previous one must be intact.
+        const prev = held.at(-1)
+        if (prev) expect(Array.from(prev.batch.inputs.input!.data as Float32Array)).toEqual(Array.from(prev.copy))
+        held.push({batch: b, copy: data.slice(), start})
+        if (!how.shuffle) expect(Array.from(data.subarray(0, 784))).toEqual(Array.from(whole.subarray(start * 784, (start + 1) * 784)))
+        else expect(Array.from(b.labels!)).toEqual(Array.from(order!.subarray(start, start + 100)))
+        start += b.size
+      }
+      expect(start).toBe(1000)
+    }
+  })
+
   it('shuffles reproducibly with a seed, and a different seed gives another order', async () => {
     const labels = async (seed: number) => (await all({path: trained.test, shuffle: true, seed, limit: 64}, 64, FASHION))[0]!.labels!
     const a = await labels(1)
