@@ -1,4 +1,5 @@
 import {describe, expect, it} from 'vitest'
+import {BufferPool} from '../../src/delivery/serve/buffers.js'
 import {decodeBytesElements, encodeBytesElements} from '../../src/delivery/serve/datatypes.js'
 import {decodeInferRequest, type ModelSignature, splitBody} from '../../src/delivery/serve/infer-request.js'
 import {encodeInferResponse} from '../../src/delivery/serve/infer-response.js'
@@ -117,6 +118,35 @@ describe('infer request decoding', () => {
     expect(refusal(() => decodeInferRequest(wrong.json, wrong.binary, SILERO)).message).toMatch(/needs 16 bytes but binary_data_size is 12/)
     expect(refusal(() => splitBody(body, String(body.length + 1))).message).toMatch(/Inference-Header-Content-Length is \d+ but the body has only/)
     expect(refusal(() => splitBody(Buffer.from('{"inputs": ['), undefined)).message).toMatch(/not valid JSON/)
+  })
+
+  it('keeps aligned binary tensors in the request body in place, copies unaligned ones, and recycles buffers within a bound', () => {
+    const data = new Float32Array([0.5, 1.5, 2.5, 3.5])
+    const header = request()
+    ;(header.inputs as any[])[0] = {name: 'input', datatype: 'FP32', shape: [1, 4], parameters: {binary_data_size: 16}}
+    const buffers = new BufferPool(64 * 1024)
+    for (const pad of [0, 1, 2, 3]) {
+      // Spaces after the JSON header move the binary part to each alignment in turn.
+      const json = Buffer.from(JSON.stringify(header) + ' '.repeat(pad))
+      const body = Buffer.from(buffers.take(json.length + 16), 0, json.length + 16)
+      json.copy(body)
+      Buffer.from(data.buffer).copy(body, json.length)
+      const {json: parsed, binary} = splitBody(body, String(json.length))
+      const t = decodeInferRequest(parsed, binary, SILERO, {inPlace: true, buffers}).inputs[0]!.data as Float32Array
+      expect(Array.from(t)).toEqual([0.5, 1.5, 2.5, 3.5])
+      expect(t.buffer === body.buffer).toBe(json.length % 4 === 0)
+      buffers.give(body.buffer as ArrayBuffer)
+      if (t.buffer !== body.buffer) buffers.give(t.buffer as ArrayBuffer)
+    }
+    // A returned buffer is handed out again; idle memory never exceeds the bound.
+    const a = buffers.take(5000)
+    expect(a.byteLength).toBe(8192)
+    buffers.give(a)
+    expect(buffers.take(6000)).toBe(a)
+    for (let i = 0; i < 20; i++) buffers.give(new ArrayBuffer(16384))
+    expect(buffers.idle).toBeLessThanOrEqual(64 * 1024)
+    buffers.give(new ArrayBuffer(5000))
+    expect(buffers.idle).toBeLessThanOrEqual(64 * 1024)
   })
 
   it('round-trips BYTES elements and refuses a malformed length prefix', () => {

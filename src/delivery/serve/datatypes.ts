@@ -27,22 +27,22 @@ interface DatatypeInfo {
   /** Bytes per element in the binary extension; 0 for BYTES (length-prefixed). */
   size: number
   make: (length: number) => NumericArray | undefined
-  view: (buffer: ArrayBuffer, length: number) => NumericArray | undefined
+  view: (buffer: ArrayBuffer, offset: number, length: number) => NumericArray | undefined
 }
 
 const INFO: Record<OipDatatype, DatatypeInfo> = {
-  BOOL: {ort: 'bool', size: 1, make: (n) => new Uint8Array(n), view: (b, n) => new Uint8Array(b, 0, n)},
-  UINT8: {ort: 'uint8', size: 1, make: (n) => new Uint8Array(n), view: (b, n) => new Uint8Array(b, 0, n)},
-  UINT16: {ort: 'uint16', size: 2, make: (n) => new Uint16Array(n), view: (b, n) => new Uint16Array(b, 0, n)},
-  UINT32: {ort: 'uint32', size: 4, make: (n) => new Uint32Array(n), view: (b, n) => new Uint32Array(b, 0, n)},
-  UINT64: {ort: 'uint64', size: 8, make: (n) => new BigUint64Array(n), view: (b, n) => new BigUint64Array(b, 0, n)},
-  INT8: {ort: 'int8', size: 1, make: (n) => new Int8Array(n), view: (b, n) => new Int8Array(b, 0, n)},
-  INT16: {ort: 'int16', size: 2, make: (n) => new Int16Array(n), view: (b, n) => new Int16Array(b, 0, n)},
-  INT32: {ort: 'int32', size: 4, make: (n) => new Int32Array(n), view: (b, n) => new Int32Array(b, 0, n)},
-  INT64: {ort: 'int64', size: 8, make: (n) => new BigInt64Array(n), view: (b, n) => new BigInt64Array(b, 0, n)},
-  FP16: {ort: 'float16', size: 2, make: (n) => new Uint16Array(n), view: (b, n) => new Uint16Array(b, 0, n)},
-  FP32: {ort: 'float32', size: 4, make: (n) => new Float32Array(n), view: (b, n) => new Float32Array(b, 0, n)},
-  FP64: {ort: 'float64', size: 8, make: (n) => new Float64Array(n), view: (b, n) => new Float64Array(b, 0, n)},
+  BOOL: {ort: 'bool', size: 1, make: (n) => new Uint8Array(n), view: (b, o, n) => new Uint8Array(b, o, n)},
+  UINT8: {ort: 'uint8', size: 1, make: (n) => new Uint8Array(n), view: (b, o, n) => new Uint8Array(b, o, n)},
+  UINT16: {ort: 'uint16', size: 2, make: (n) => new Uint16Array(n), view: (b, o, n) => new Uint16Array(b, o, n)},
+  UINT32: {ort: 'uint32', size: 4, make: (n) => new Uint32Array(n), view: (b, o, n) => new Uint32Array(b, o, n)},
+  UINT64: {ort: 'uint64', size: 8, make: (n) => new BigUint64Array(n), view: (b, o, n) => new BigUint64Array(b, o, n)},
+  INT8: {ort: 'int8', size: 1, make: (n) => new Int8Array(n), view: (b, o, n) => new Int8Array(b, o, n)},
+  INT16: {ort: 'int16', size: 2, make: (n) => new Int16Array(n), view: (b, o, n) => new Int16Array(b, o, n)},
+  INT32: {ort: 'int32', size: 4, make: (n) => new Int32Array(n), view: (b, o, n) => new Int32Array(b, o, n)},
+  INT64: {ort: 'int64', size: 8, make: (n) => new BigInt64Array(n), view: (b, o, n) => new BigInt64Array(b, o, n)},
+  FP16: {ort: 'float16', size: 2, make: (n) => new Uint16Array(n), view: (b, o, n) => new Uint16Array(b, o, n)},
+  FP32: {ort: 'float32', size: 4, make: (n) => new Float32Array(n), view: (b, o, n) => new Float32Array(b, o, n)},
+  FP64: {ort: 'float64', size: 8, make: (n) => new Float64Array(n), view: (b, o, n) => new Float64Array(b, o, n)},
   BYTES: {ort: 'string', size: 0, make: () => undefined, view: () => undefined},
 }
 
@@ -74,9 +74,9 @@ export function allocate(datatype: OipDatatype, length: number): NumericArray {
   return a
 }
 
-/** A typed array over a whole, exclusively owned, buffer. */
-export function viewOf(datatype: OipDatatype, buffer: ArrayBuffer, length: number): NumericArray {
-  const a = INFO[datatype].view(buffer, length)
+/** A typed array of `length` elements over `buffer` from `byteOffset` (aligned to the element size). */
+export function viewOf(datatype: OipDatatype, buffer: ArrayBuffer, length: number, byteOffset = 0): NumericArray {
+  const a = INFO[datatype].view(buffer, byteOffset, length)
   if (!a) throw new TypeError(`${datatype} has no fixed-size representation`)
   return a
 }

@@ -10,6 +10,7 @@ import {
   storeJsonValue,
   viewOf,
 } from './datatypes.js'
+import type {BufferPool} from './buffers.js'
 import {badRequest} from './http-error.js'
 
 /** One input or output of a served model, as model metadata describes it (-1 for a dynamic dim). */
@@ -78,7 +79,17 @@ export function splitBody(body: Buffer, headerLength: string | undefined): {json
  * Decode and validate an infer request against the model's signature. Every failure is a 400 that
  * names the tensor and what was wrong with it, so a client can fix its request without guessing.
  */
-export function decodeInferRequest(json: unknown, binary: Buffer, sig: ModelSignature): InferRequest {
+export interface DecodeOptions {
+  /**
+   * Binary tensors may be views of `binary`'s own memory (when aligned) instead of copies. Only for
+   * a body buffer the request owns outright, since the tensors move to a worker with it.
+   */
+  inPlace?: boolean
+  /** Where copies of binary tensors get their memory. */
+  buffers?: BufferPool
+}
+
+export function decodeInferRequest(json: unknown, binary: Buffer, sig: ModelSignature, options: DecodeOptions = {}): InferRequest {
   if (!isRecord(json)) throw badRequest('request body must be a JSON object with an "inputs" array')
   const id = json.id
   if (id !== undefined && typeof id !== 'string') throw badRequest('"id" must be a string')
@@ -118,7 +129,7 @@ export function decodeInferRequest(json: unknown, binary: Buffer, sig: ModelSign
       if (offset + binarySize > binary.length) {
         throw badRequest(`input '${name}': binary_data_size ${binarySize} at offset ${offset} runs past the end of the binary data (${binary.length} bytes)`)
       }
-      tensor = fromBinary(name, datatype, shape, count, binary.subarray(offset, offset + binarySize))
+      tensor = fromBinary(name, datatype, shape, count, binary.subarray(offset, offset + binarySize), options)
       offset += binarySize
     } else {
       if (entry.data === undefined) throw badRequest(`input '${name}': missing "data" (or "parameters.binary_data_size" with the binary extension)`)
@@ -157,7 +168,7 @@ function checkShape(name: string, raw: unknown, spec: TensorSpec, symbols: Map<s
   return shape
 }
 
-function fromBinary(name: string, datatype: OipDatatype, dims: number[], count: number, bytes: Buffer): RawTensor {
+function fromBinary(name: string, datatype: OipDatatype, dims: number[], count: number, bytes: Buffer, options: DecodeOptions): RawTensor {
   if (datatype === 'BYTES') {
     const values = decodeBytesElements(bytes)
     if (typeof values === 'string') throw badRequest(`input '${name}': malformed BYTES data: ${values}`)
@@ -168,9 +179,10 @@ function fromBinary(name: string, datatype: OipDatatype, dims: number[], count: 
   if (bytes.length !== count * size) {
     throw badRequest(`input '${name}': shape ${describeDims(dims)} of ${datatype} needs ${count * size} bytes but binary_data_size is ${bytes.length}`)
   }
-  // A private, aligned copy: the body buffer may be pooled or unaligned, and the copy is handed to a worker.
-  const buffer = new ArrayBuffer(bytes.length)
-  new Uint8Array(buffer).set(bytes)
+  if (options.inPlace && bytes.byteOffset % size === 0) return {name, type: ortTypeOf(datatype), dims, data: viewOf(datatype, bytes.buffer as ArrayBuffer, count, bytes.byteOffset)}
+  // A private, aligned copy: the body may be shared or unaligned, and the copy is handed to a worker.
+  const buffer = options.buffers ? options.buffers.take(bytes.length) : new ArrayBuffer(bytes.length)
+  new Uint8Array(buffer, 0, bytes.length).set(bytes)
   return {name, type: ortTypeOf(datatype), dims, data: viewOf(datatype, buffer, count)}
 }
 

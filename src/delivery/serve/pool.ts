@@ -1,5 +1,6 @@
 import {Worker} from 'node:worker_threads'
 import type {RawTensor} from './datatypes.js'
+import type {BufferPool} from './buffers.js'
 import {HttpError} from './http-error.js'
 import type {FromWorker, ModelPayload, SessionValueInfo, ToWorker} from './worker-protocol.js'
 
@@ -11,6 +12,8 @@ export interface PoolOptions {
   threads: number
   /** Requests allowed to wait for a free worker; one more is refused with 429 and `Retry-After`. */
   maxQueue: number
+  /** Where input buffers go when a worker hands them back after a run. */
+  buffers?: BufferPool
 }
 
 export interface LoadedSignature {
@@ -176,9 +179,11 @@ export class InferencePool {
       const job = this.queue.shift()!
       const chosen = slot
       chosen.inflight++
-      const transfer = job.inputs.flatMap((t) => (Array.isArray(t.data) ? [] : [t.data.buffer as ArrayBuffer]))
+      // Tensors of one request can share a buffer (views of its body): each buffer moves once.
+      const transfer = [...new Set(job.inputs.flatMap((t) => (Array.isArray(t.data) ? [] : [t.data.buffer as ArrayBuffer])))]
       this.send(chosen, {op: 'run', id: 0, key: job.key, inputs: job.inputs, outputs: job.outputs}, transfer)
         .then((msg) => {
+          if ((msg.op === 'result' || msg.op === 'error') && msg.returned) for (const b of msg.returned) this.options.buffers?.give(b)
           if (msg.op === 'result') {
             this.avgMs = this.avgMs * 0.9 + msg.ms * 0.1
             job.resolve({outputs: msg.outputs, ms: msg.ms})

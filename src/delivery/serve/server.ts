@@ -1,6 +1,7 @@
 import http, {type IncomingMessage, type ServerResponse} from 'node:http'
 import type {AddressInfo} from 'node:net'
 import {HttpError} from './http-error.js'
+import {BufferPool} from './buffers.js'
 import {discardBody, readBody, send, sendJson, tokenChecker} from './http-util.js'
 import {decodeInferRequest, splitBody} from './infer-request.js'
 import {encodeInferResponse} from './infer-response.js'
@@ -95,7 +96,9 @@ function route(method: string, pathname: string): Route {
 /** Start the Open Inference Protocol server and load the source's models. */
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const {logger} = options
-  const pool = new InferencePool({size: options.pool, threads: options.threads, maxQueue: options.maxQueue})
+  // Request bodies and the tensors in them live in recycled memory, which the workers hand back.
+  const buffers = new BufferPool()
+  const pool = new InferencePool({size: options.pool, threads: options.threads, maxQueue: options.maxQueue, buffers})
   const repository = new ModelRepository(options.source, pool, options.security, logger)
   const metrics = new ServeMetrics()
   const checkToken = tokenChecker(options.token)
@@ -118,13 +121,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   }
 
   async function infer(req: IncomingMessage, res: ServerResponse, r: Extract<Route, {kind: 'infer'}>, started: number): Promise<{status: number; version?: string}> {
-    const body = await readBody(req, options.maxBody)
-    const target = repository.find(r.model, r.version)
-    const headerLength = req.headers['inference-header-content-length']
-    const {json, binary} = splitBody(body, Array.isArray(headerLength) ? headerLength[0] : headerLength)
-    const request = decodeInferRequest(json, binary, target.signature)
-    const served = repository.acquire(r.model, r.version)
+    const body = await readBody(req, options.maxBody, buffers)
+    let served: ReturnType<typeof repository.acquire> | undefined
     try {
+      const target = repository.find(r.model, r.version)
+      const headerLength = req.headers['inference-header-content-length']
+      const {json, binary} = splitBody(body.bytes, Array.isArray(headerLength) ? headerLength[0] : headerLength)
+      // Binary inputs stay in the (recycled) body buffer, which moves to the worker as it is.
+      const request = decodeInferRequest(json, binary, target.signature, body.pooled ? {inPlace: true, buffers} : {buffers})
+      served = repository.acquire(r.model, r.version)
       const queued = performance.now()
       const result = await pool.run(served.key, request.inputs, request.outputs.map((o) => o.name))
       const labels = {model: served.model, version: served.version}
@@ -135,7 +140,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       metrics.requestSeconds.observe(labels, (performance.now() - started) / 1000)
       return {status: 200, version: served.version}
     } finally {
-      repository.release(served)
+      if (served) repository.release(served)
+      // Unless it went to a worker (then the worker hands it back), the body's memory is free again.
+      if (body.pooled) buffers.give(body.bytes.buffer as ArrayBuffer)
     }
   }
 
@@ -182,7 +189,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         return {...(await infer(req, res, r, started)), model: r.model}
       case 'index': {
         requireToken(req)
-        const body = await readBody(req, options.maxBody)
+        const body = (await readBody(req, options.maxBody)).bytes
         let readyOnly = false
         if (body.length > 0) {
           let json: unknown
@@ -200,7 +207,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       }
       case 'load': {
         requireToken(req)
-        const versions = decodeLoadRequest(r.model, await readBody(req, options.maxBody))
+        const versions = decodeLoadRequest(r.model, (await readBody(req, options.maxBody)).bytes)
         await repository.load(r.model, versions)
         sendJson(res, 200, {})
         return {status: 200, model: r.model}

@@ -16,8 +16,9 @@ export type ToWorker =
   | {op: 'unload'; id: number; key: string}
   | {op: 'run'; id: number; key: string; inputs: RawTensor[]; outputs: string[]}
 
+/** Results and errors of a run carry back (`returned`) the input buffers the run was given, for reuse. */
 export type FromWorker =
   | {op: 'loaded'; id: number; inputs: SessionValueInfo[]; outputs: SessionValueInfo[]}
   | {op: 'unloaded'; id: number}
-  | {op: 'result'; id: number; outputs: RawTensor[]; ms: number}
-  | {op: 'error'; id: number; message: string}
+  | {op: 'result'; id: number; outputs: RawTensor[]; ms: number; returned?: ArrayBuffer[]}
+  | {op: 'error'; id: number; message: string; returned?: ArrayBuffer[]}

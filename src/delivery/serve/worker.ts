@@ -31,6 +31,12 @@ function ownedData(data: TensorData): {data: TensorData; transfer?: ArrayBuffer}
   return {data: copy, transfer: copy.buffer as ArrayBuffer}
 }
 
+/** The buffers a run's inputs live in, each once: they go back to the HTTP thread for reuse. */
+function inputBuffers(msg: ToWorker): ArrayBuffer[] {
+  if (msg.op !== 'run') return []
+  return [...new Set(msg.inputs.flatMap((t) => (Array.isArray(t.data) ? [] : [t.data.buffer as ArrayBuffer])))].filter((b) => b.byteLength > 0)
+}
+
 async function handle(msg: ToWorker): Promise<void> {
   switch (msg.op) {
     case 'load': {
@@ -67,7 +73,8 @@ async function handle(msg: ToWorker): Promise<void> {
         if (owned.transfer) transfer.push(owned.transfer)
         outputs.push({name, type: tensor.type as RawTensor['type'], dims: [...tensor.dims], data: owned.data})
       }
-      reply({op: 'result', id: msg.id, outputs, ms}, transfer)
+      const returned = inputBuffers(msg).filter((b) => !transfer.includes(b))
+      reply({op: 'result', id: msg.id, outputs, ms, returned}, [...transfer, ...returned])
     }
   }
 }
@@ -77,7 +84,8 @@ let chain: Promise<void> = Promise.resolve()
 port.on('message', (msg: ToWorker) => {
   chain = chain.then(() =>
     handle(msg).catch((error: unknown) => {
-      reply({op: 'error', id: msg.id, message: error instanceof Error ? error.message : String(error)})
+      const returned = inputBuffers(msg)
+      reply({op: 'error', id: msg.id, message: error instanceof Error ? error.message : String(error), returned}, returned)
     }),
   )
 })
