@@ -49,7 +49,15 @@ const pct = (x?: number) => (x === undefined ? '-' : `${(x * 100).toFixed(2)}%`)
 
 async function accuracyRow(label: string, model: string, opts: Omit<QuantizeOptions, 'input' | 'output' | 'profile'>, test: {name: string; path: string; limit?: number}) {
   const file = out(`${label.replace(/\W+/g, '_')}.onnx`)
-  const r = await quantizeModel({input: model, output: file, profile, neverSlower: false, ...opts})
+  let r: Awaited<ReturnType<typeof quantizeModel>>
+  try {
+    r = await quantizeModel({input: model, output: file, profile, neverSlower: false, ...opts})
+  } catch (error) {
+    // A collapsed calibration is refused with its diagnosis: that is the result for this row.
+    if ((error as {code?: string}).code !== 'E_QUANT_COLLAPSE') throw error
+    console.log(`${label}: refused, ${(error as Error).message}`)
+    return {label, refused: (error as Error).message}
+  }
   const batchSize = model === MODELS.blazeface ? 1 : 256
   const batches = () => readBatches(test, {batchSize, inputs: undefined})
   const a = await evaluate(model, batches, profile)

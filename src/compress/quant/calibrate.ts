@@ -5,10 +5,10 @@
  */
 import {KilnError} from '../../errors.js'
 import {ValueInfoProtoSchema, create} from '../../onnx/proto.js'
-import type {ModelProto} from '../../onnx/proto.js'
+import type {GraphProto, ModelProto} from '../../onnx/proto.js'
 import type {Batch} from '../../data/dataset.js'
 import {loadOrt} from '../../runtime/ort.js'
-import {sessionFor} from './graph-util.js'
+import {producersOf, sessionFor} from './graph-util.js'
 
 export type CalibrationMethod = 'minmax' | 'percentile' | 'entropy'
 
@@ -187,4 +187,28 @@ export async function calibrate(model: ModelProto, tensors: string[], batches: A
   }
   if (samples === 0) throw new KilnError('the calibration dataset is empty', {code: 'E_DATA_EMPTY', tryMessage: 'Give at least one sample (100–500 representative samples are typical).'})
   return {stats, samples, batches: count}
+}
+
+/** Ops that move or regroup values without changing them. */
+const LAYOUT_OPS = new Set(['Reshape', 'Transpose', 'Concat', 'Squeeze', 'Unsqueeze', 'Flatten', 'Identity', 'Split', 'Slice', 'Gather'])
+
+/**
+ * Tensors whose values are the model's answer: graph outputs, and what reaches them only through
+ * ops that move values without changing them (a detector's score map reshaped and concatenated
+ * into its output). Their extremes are the result itself (the one anchor that found the face), so
+ * clipping calibration (percentile, entropy) must not cut them: they keep their observed range.
+ */
+export function answerTensors(graph: GraphProto): Set<string> {
+  const producers = producersOf(graph)
+  const out = new Set<string>()
+  const stack = graph.output.map((o) => o.name)
+  while (stack.length) {
+    const name = stack.pop()!
+    if (out.has(name)) continue
+    out.add(name)
+    const p = producers.get(name)
+    // The data input only (Reshape's shape, Gather's indices and Slice's bounds are not values).
+    if (p && LAYOUT_OPS.has(p.opType)) stack.push(...(p.opType === 'Concat' ? p.input : p.input.slice(0, 1)).filter(Boolean))
+  }
+  return out
 }

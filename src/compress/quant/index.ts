@@ -12,19 +12,19 @@ import {valueInfoShape} from '../../onnx/build.js'
 import {allNodes, allTensors} from '../../onnx/graph.js'
 import {modelToBytes, opsetVersion, readModel, writeModel} from '../../onnx/model.js'
 import {ModelProtoSchema, clone} from '../../onnx/proto.js'
-import type {ModelProto, NodeProto} from '../../onnx/proto.js'
+import type {GraphProto, ModelProto, NodeProto} from '../../onnx/proto.js'
 import {dtypeName} from '../../onnx/tensor.js'
 import type {DatasetSpec, HardwareProfile} from '../../stages/types.js'
 import {atomicWriteFile} from '../../util/fs.js'
 import {equalizeCrossLayer, preprocessModel} from '../preprocess.js'
 import type {PreprocessReport} from '../preprocess.js'
-import {calibrate} from './calibrate.js'
-import type {CalibrationMethod} from './calibrate.js'
+import {answerTensors, calibrate} from './calibrate.js'
+import type {CalibrationMethod, TensorStats} from './calibrate.js'
 import {buildCandidate, candidateMixes} from './candidates.js'
 import type {BuildConfig, Built, ModeContext} from './candidates.js'
-import {inferMainGraphTypes, sessionFor} from './graph-util.js'
+import {inferMainGraphTypes, producersOf, sessionFor} from './graph-util.js'
 import type {ABResult} from './measure.js'
-import {agreement, evaluate, latencyAB, syntheticInputs, tensorSqnr} from './measure.js'
+import {agreement, evaluate, latencyAB, outputAgreement, syntheticInputs, tensorSqnr} from './measure.js'
 import {checkOpset, upgradeOpset} from './opset.js'
 import {planStatic} from './static.js'
 import type {FloatNode} from './static.js'
@@ -112,6 +112,8 @@ export interface QuantizeReport {
   chosen?: string
   accuracy?: {samples: number; fp32?: number; quantized?: number; drop?: number; agreement: number; maxDrop?: number}
   sensitivity?: {node: string; opType: string; sqnrDb: number}[]
+  /** Static: the quantized model against the float one on (up to 64) calibration samples. */
+  calibrationCheck?: {samples: number; agreement: number; sqnrDb: number}
   fallback: string[]
   seconds: number
 }
@@ -166,6 +168,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
 
   const batchesOf = (spec: DatasetSpec, size = batchSize) => () => readBatches(spec, {batchSize: size, inputs, signal: opts.signal})
 
+  let calibrationStats: Map<string, TensorStats> | undefined
   if (opts.mode === 'static') {
     if (!opts.calibration) {
       throw new KilnError('static quantization needs a calibration dataset', {code: 'E_QUANT_NO_CALIBRATION', exitCode: 2, tryMessage: 'Pass --calibration DATA.npz (100–500 representative samples), or use --mode dynamic.'})
@@ -177,7 +180,9 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     const t = performance.now()
     const cal = await dataContext('calibration', () => calibrate(work, plan.calibrate, batchesOf(opts.calibration!)(), {threads: opts.profile.threads, signal: opts.signal, onBatch: (n) => progress(`calibrating: ${n} samples`)}))
     const method = opts.method ?? 'minmax'
-    ctx.ranges = new Map([...cal.stats].map(([k, s]) => [k, s.range(method, opts.percentile)]))
+    calibrationStats = cal.stats
+    const answers = answerTensors(work.graph!)
+    ctx.ranges = new Map([...cal.stats].map(([k, s]) => [k, s.range(answers.has(k) ? 'minmax' : method, opts.percentile)]))
     ctx.meta = meta
     report.calibration = {dataset: opts.calibration.name, samples: cal.samples, batches: cal.batches, method, percentile: method === 'percentile' ? (opts.percentile ?? 99.999) : undefined, seconds: (performance.now() - t) / 1000}
   }
@@ -242,6 +247,18 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       if (acc.drop <= opts.maxAccuracyDrop!) extraExcluded = keys(hi)
       report.fallback = [...extraExcluded]
     }
+  }
+
+  // Static without an accuracy target: still never ship a collapsed model. The calibration samples
+  // the ranges came from must come out of the quantized model much as they do from the float one.
+  if (opts.mode === 'static' && !accuracyAware) {
+    progress('checking the quantized model against the float one')
+    const built = build({mix: mixes[0]!, extraExcluded}, false)
+    const sample: Batch[] = []
+    for await (const b of readBatches({...opts.calibration!, limit: Math.min(opts.calibration!.limit ?? Infinity, 64)}, {batchSize, inputs, signal: opts.signal})) sample.push(b)
+    const check = await outputAgreement(opts.input, modelToBytes(built.model), sample, opts.profile)
+    report.calibrationCheck = {samples: check.samples, agreement: check.agreement, sqnrDb: Math.round(check.sqnrDb * 100) / 100}
+    if (check.agreement < COLLAPSE_AGREEMENT && check.sqnrDb < COLLAPSE_SQNR_DB) throw collapsed(check, opts, work.graph!, ctx.ranges!, calibrationStats)
   }
 
   // Candidates: each mix built, checked for accuracy, timed against the input.
@@ -336,6 +353,44 @@ async function dataContext<T>(role: 'calibration' | 'evaluation', fn: () => Prom
 
 function staticOpts(ctx: ModeContext, excluded: (n: NodeProto) => boolean) {
   return {perChannel: ctx.perChannel, activations: ctx.activations, symmetricActivations: !!ctx.symmetric, reduceRange: ctx.reduceRange, excluded}
+}
+
+/** A quantized model this far from the float one on its own calibration data has collapsed. */
+const COLLAPSE_AGREEMENT = 0.8
+const COLLAPSE_SQNR_DB = 20
+
+/**
+ * The error for a collapsed static model, with what likely did it: with a clipping method, the
+ * tensors it clipped hardest (observed range against the range kept).
+ */
+function collapsed(check: {samples: number; agreement: number; sqnrDb: number}, opts: QuantizeOptions, graph: GraphProto, ranges: Map<string, {min: number; max: number}>, stats?: Map<string, TensorStats>): KilnError {
+  const method = opts.method ?? 'minmax'
+  const producers = producersOf(graph)
+  const clipped = [...(stats ?? [])]
+    .map(([name, st]) => {
+      const r = ranges.get(name)!
+      const seen = Math.max(Math.abs(st.min), Math.abs(st.max))
+      const kept = Math.max(Math.abs(r.min), Math.abs(r.max))
+      return {name, st, r, ratio: kept > 0 ? seen / kept : 1}
+    })
+    .filter((c) => c.ratio > 1.5)
+    .sort((a, b) => b.ratio - a.ratio)
+  const where = (t: string) => {
+    const p = producers.get(t)
+    return p ? `${p.opType} ${p.name || t}` : t
+  }
+  const clip = clipped.slice(0, 3).map((c) => `${where(c.name)}: seen [${c.st.min.toPrecision(3)}, ${c.st.max.toPrecision(3)}], kept [${c.r.min.toPrecision(3)}, ${c.r.max.toPrecision(3)}]`)
+  const why =
+    method !== 'minmax' && clipped.length
+      ? ` The ${method} method clipped ${clipped.length} activation range${clipped.length > 1 ? 's' : ''} to less than 2/3 of what the data reaches; the most: ${clip.join('; ')}.`
+      : ''
+  return new KilnError(
+    `static int8 quantization collapsed: on ${check.samples} calibration samples the quantized model agrees with the float one on ${(check.agreement * 100).toFixed(1)}% of predictions (output SQNR ${check.sqnrDb.toFixed(1)} dB).${why}`,
+    {
+      code: 'E_QUANT_COLLAPSE',
+      tryMessage: `${method !== 'minmax' ? 'Calibrate with --method minmax or --method percentile (or a higher --percentile). ' : ''}${opts.perChannel === false ? 'Use per-channel weights (drop --no-per-channel). ' : ''}Or give --eval DATA with --max-accuracy-drop X, so that the most sensitive nodes fall back to float until the drop holds.`,
+    },
+  )
 }
 
 function noQuantizableOps(model: ModelProto, mode: QuantizeMode): KilnError {

@@ -93,6 +93,40 @@ export async function evaluate(model: ModelProto | Uint8Array | string, batches:
   return result
 }
 
+/**
+ * How closely a quantized model follows the float one on some batches: top-1 agreement of their
+ * predictions (see {@link predictions}) and the SQNR (dB) of each float output, averaged.
+ */
+export async function outputAgreement(ref: ModelProto | Uint8Array | string, test: ModelProto | Uint8Array, batches: Batch[], profile: Partial<HardwareProfile>): Promise<{samples: number; agreement: number; sqnrDb: number}> {
+  const ort = await loadOrt()
+  const a = typeof ref === 'string' ? await ort.InferenceSession.create(ref, {logSeverityLevel: 3, intraOpNumThreads: profile.threads ?? 2}) : await sessionFor(ref, profile)
+  const b = await sessionFor(test, profile)
+  let same = 0
+  let n = 0
+  let db = 0
+  let outputs = 0
+  try {
+    for (const batch of batches) {
+      const feeds = await toFeeds(batch.inputs)
+      const ra = await a.run(feeds)
+      const rb = await b.run(feeds)
+      const pa = predictions(a, ra, batch.size)
+      const pb = predictions(b, rb, batch.size)
+      same += pa.filter((p, i) => p === pb[i]).length
+      n += batch.size
+      for (const name of a.outputNames) {
+        if (ra[name]?.type !== 'float32' || rb[name]?.type !== 'float32') continue
+        db += Math.max(-20, Math.min(sqnr(ra[name].data as Float32Array, rb[name].data as Float32Array), 100))
+        outputs++
+      }
+    }
+  } finally {
+    await a.release()
+    await b.release()
+  }
+  return {samples: n, agreement: same / Math.max(1, n), sqnrDb: outputs ? db / outputs : Number.POSITIVE_INFINITY}
+}
+
 export function agreement(a: number[], b: number[]): number {
   return a.filter((p, i) => p === b[i]).length / Math.max(1, a.length)
 }

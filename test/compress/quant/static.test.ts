@@ -2,7 +2,8 @@ import * as fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
-import {TensorStats} from '../../../src/compress/quant/calibrate.js'
+import {KilnError} from '../../../src/errors.js'
+import {answerTensors, TensorStats} from '../../../src/compress/quant/calibrate.js'
 import {quantizeModel} from '../../../src/compress/quant/index.js'
 import {cosine} from '../../../src/compress/quant/math.js'
 import {preprocessModel} from '../../../src/compress/preprocess.js'
@@ -70,6 +71,22 @@ describe('static QDQ on BlazeFace with LFW', () => {
     if (r.fallback.length) expect(r.sensitivity!.length).toBeGreaterThan(0)
   })
 
+  it('refuses a collapsed calibration with a diagnosis, writing nothing', async () => {
+    // Entropy (KL) clips BlazeFace's deep activations to a fraction of what faces reach: faces are lost.
+    const out = path.join(dir, 'blazeface.collapsed.onnx')
+    const e = await quantizeModel({input: MODELS.blazeface, output: out, mode: 'static', calibration: {name: 'calib', path: calib}, method: 'entropy', profile, neverSlower: false}).catch((error: unknown) => error as KilnError)
+    expect(e).toBeInstanceOf(KilnError)
+    expect((e as KilnError).code).toBe('E_QUANT_COLLAPSE')
+    expect((e as KilnError).message).toMatch(/agrees with the float one on \d+(\.\d)?% of predictions/)
+    expect((e as KilnError).message).toMatch(/entropy method clipped \d+ activation ranges.*: Conv \S+: seen \[-?[\d.]+, -?[\d.]+\], kept \[-?[\d.]+, -?[\d.]+\]/)
+    expect((e as KilnError).tryMessage).toMatch(/--method minmax or --method percentile/)
+    expect(fs.existsSync(out)).toBe(false)
+    // The same data with percentile ranges passes the check, and the report says how closely.
+    const ok = await quantizeModel({input: MODELS.blazeface, output: out, mode: 'static', calibration: {name: 'calib', path: calib}, method: 'percentile', profile, neverSlower: false})
+    expect(ok.calibrationCheck!.samples).toBe(12)
+    expect(ok.calibrationCheck!.agreement).toBeGreaterThanOrEqual(0.9)
+  })
+
   it('keeps the input, and says so, when int8 is not faster on the profile', async () => {
     const out = path.join(dir, 'blazeface.kept.onnx')
     const r = await quantizeModel({input: MODELS.blazeface, output: out, mode: 'dynamic', profile: {...profile, iterations: 20}})
@@ -98,6 +115,17 @@ describe('static QDQ on the trained Fashion-MNIST CNN', () => {
 })
 
 describe('calibration statistics', () => {
+  it('finds the tensors that are the answer: outputs and what reaches them through layout ops only', async () => {
+    const g = (await readModel(MODELS.blazeface)).graph!
+    const answers = answerTensors(g)
+    // Each score/box head: Conv → Transpose → Reshape → output. The Conv output is the answer; its input is not.
+    for (const o of g.output) expect(answers.has(o.name)).toBe(true)
+    const heads = g.node.filter((n) => n.opType === 'Conv' && answers.has(n.output[0]!))
+    expect(heads.length).toBe(4)
+    for (const h of heads) expect(answers.has(h.input[0]!)).toBe(false)
+    expect(answers.size).toBe(12)
+  })
+
   it('percentile and entropy clip rare outliers that min/max keeps', () => {
     const s = new TensorStats()
     let seed = 3
