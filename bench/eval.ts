@@ -16,7 +16,7 @@ import {getProfile, usesAllCores} from '../src/runtime/profiles.js'
 import {ensureTrainedModels, fixture, MODELS} from '../test/helpers/fixtures.js'
 
 const ort = await loadOrt()
-const profile = getProfile('cpu-2t')
+const profile = getProfile(process.argv[2] ?? 'cpu-2t')
 const t = ensureTrainedModels()
 const lfw = await writeLfwNpz(fixture('data/lfw_subset.npy'), path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-')), 'lfw.npz'))
 

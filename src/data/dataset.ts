@@ -291,9 +291,9 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
       return makePlan(spec, input, field, pre, format === 'images', options.inputs?.find((i) => i.name === input))
     })
     const wanted = [...new Set([...plans.map((p) => p.field.name), ...(labelField ? [labelField] : [])])]
-    // Four deep: the batch the consumer holds, the one prefetched, the chunk being read, and one spare
-    // so that a batch stays valid until the consumer asks for the batch after the next.
-    const ring = options.reuse ? bufferRings(4) : undefined
+    // Deep enough for the batch the consumer holds, the one prefetched, the chunks being read ahead,
+    // and one spare, so that a batch stays valid until the consumer asks for the batch after the next.
+    const ring = options.reuse ? bufferRings(AHEAD + 3) : undefined
     const toBatch = (rows: Rows): Batch => {
       const inputs: Record<string, BatchTensor> = {}
       for (const plan of plans) {
@@ -336,6 +336,8 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
 
 /** About how many bytes a sequential read takes at once: a whole number of batches. */
 const CHUNK_BYTES = 256 << 10
+/** Chunk reads in flight ahead of the caller. */
+const AHEAD = 2
 
 async function* randomAccess(spec: DatasetSpec, source: Source, wanted: string[], options: ReadOptions, how: ReadHow): AsyncGenerator<Rows> {
   const length = source.length ?? 0
@@ -354,13 +356,23 @@ async function* randomAccess(spec: DatasetSpec, source: Source, wanted: string[]
     const indices = order ? order.slice(start, start + size) : Array.from({length: size}, (_, i) => start + i)
     return source.read!(indices, wanted, how)
   }
-  // One chunk ahead: the next read runs while the caller works through this one.
-  let next = total > 0 ? read(0) : undefined
+  // Reads run AHEAD chunks in front of the caller. Two, not one: a read that completes while a model
+  // runs (and blocks the event loop) is only seen after the run; one issued a chunk earlier has
+  // been seen by then, so the caller never waits for the loop to catch up.
+  const ahead: Promise<Rows>[] = []
+  let issued = 0
+  const refill = () => {
+    while (ahead.length < AHEAD && issued < total) {
+      ahead.push(read(issued))
+      issued += chunkRows
+    }
+  }
+  refill()
   try {
     for (let start = 0; start < total; start += chunkRows) {
       if (options.signal?.aborted) throw new KilnError('cancelled', {code: 'E_ABORTED'})
-      const chunk = await next!
-      next = start + chunkRows < total ? read(start + chunkRows) : undefined
+      const chunk = await ahead.shift()!
+      refill()
       for (let s = 0; s < chunk.rows; s += options.batchSize) {
         const m = Math.min(options.batchSize, chunk.rows - s)
         if (m === chunk.rows) yield chunk
@@ -375,8 +387,8 @@ async function* randomAccess(spec: DatasetSpec, source: Source, wanted: string[]
       }
     }
   } finally {
-    // A read still in flight must settle before the source closes its file.
-    await next?.catch(() => undefined)
+    // Reads still in flight must settle before the source closes its file.
+    await Promise.all(ahead.map((p) => p.catch(() => undefined)))
   }
 }
 

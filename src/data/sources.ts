@@ -83,15 +83,22 @@ async function readRowsAt(a: OnDisk, indices: number[], how?: ReadHow, field?: s
   // Every byte is overwritten by the reads below (or the read throws), so no zero fill.
   const into = field === undefined ? undefined : how?.scratch?.(field, rowBytes * indices.length)
   const buf = into ? into.subarray(0, rowBytes * indices.length) : Buffer.allocUnsafeSlow(rowBytes * indices.length)
-  // Coalesce runs of consecutive rows into one read (the common, unshuffled case).
+  // Coalesce runs of consecutive rows into one read (the common, unshuffled case). The reads of a
+  // shuffled batch are all issued at once: in turn, each would wait a round trip through the event
+  // loop, which is blocked while a model runs.
+  const pending: Promise<void>[] = []
   for (let i = 0; i < indices.length; ) {
     let j = i + 1
     while (j < indices.length && indices[j] === indices[j - 1]! + 1) j++
-    const [at, len, pos] = [i * rowBytes, (j - i) * rowBytes, a.offset + indices[i]! * rowBytes]
-    const bytesRead = how?.sync ? fs.readSync(a.fd.fd, buf, at, len, pos) : (await a.fd.read(buf, at, len, pos)).bytesRead
-    if (bytesRead < (j - i) * rowBytes) throw new KilnError(`dataset array is truncated at row ${indices[i]}`, {code: 'E_DATA'})
+    const [at, len, pos, row] = [i * rowBytes, (j - i) * rowBytes, a.offset + indices[i]! * rowBytes, indices[i]!]
+    const check = (bytesRead: number) => {
+      if (bytesRead < len) throw new KilnError(`dataset array is truncated at row ${row}`, {code: 'E_DATA'})
+    }
+    if (how?.sync) check(fs.readSync(a.fd.fd, buf, at, len, pos))
+    else pending.push(a.fd.read(buf, at, len, pos).then((r) => check(r.bytesRead)))
     i = j
   }
+  await Promise.all(pending)
   return new Ctor(buf.buffer as ArrayBuffer, buf.byteOffset, buf.length / Ctor.BYTES_PER_ELEMENT)
 }
 
@@ -192,8 +199,9 @@ export async function npzSource(file: string): Promise<Source> {
   const length = Math.min(...lengths)
   const fields = [...arrays.values()].map((a) => a.field)
   const readRows = async (indices: number[], wanted: string[], how?: ReadHow): Promise<Rows> => {
-    const values: Record<string, TypedArray> = {}
-    for (const f of wanted) values[f] = await readRowsAt(arrays.get(f)!.disk!, indices, how, f)
+    // Every field's rows at once, not one field after another (see readRowsAt).
+    const arraysRead = await Promise.all(wanted.map((f) => readRowsAt(arrays.get(f)!.disk!, indices, how, f)))
+    const values: Record<string, TypedArray> = Object.fromEntries(wanted.map((f, i) => [f, arraysRead[i]!]))
     return {rows: indices.length, values}
   }
   if ([...arrays.values()].every((a) => a.disk)) return {fields, length, read: readRows, close: () => fd.close()}
@@ -305,16 +313,16 @@ export async function idxSource(file: string, labelsFile?: string): Promise<Sour
       fields,
       length,
       async read(indices, wanted, how) {
-        const values: Record<string, TypedArray> = {}
-        for (const [i, f] of files.entries()) {
-          if (!wanted.includes(f.name)) continue
-          // IDX is big-endian: read the raw rows, then decode.
-          const d = disks[i]!
-          const h = {dtype: d.dtype, shape: d.shape, headerBytes: d.offset, elementBytes: ctorOf(d.dtype).BYTES_PER_ELEMENT}
-          const raw = await readRowsAt({...d, dtype: '|u1', shape: [d.shape[0]!, per(d.shape.slice(1)) * h.elementBytes]}, indices, how && {sync: how.sync})
-          values[f.name] = decodeIdxElements(raw as Uint8Array, h, raw.length / h.elementBytes)
-        }
-        return {rows: indices.length, values}
+        // Both files' rows at once (see readRowsAt). IDX is big-endian: read the raw rows, then decode.
+        const parts = await Promise.all(
+          files.flatMap((f, i) => {
+            if (!wanted.includes(f.name)) return []
+            const d = disks[i]!
+            const h = {dtype: d.dtype, shape: d.shape, headerBytes: d.offset, elementBytes: ctorOf(d.dtype).BYTES_PER_ELEMENT}
+            return [readRowsAt({...d, dtype: '|u1', shape: [d.shape[0]!, per(d.shape.slice(1)) * h.elementBytes]}, indices, how && {sync: how.sync}).then((raw) => [f.name, decodeIdxElements(raw as Uint8Array, h, raw.length / h.elementBytes)] as const)]
+          }),
+        )
+        return {rows: indices.length, values: Object.fromEntries(parts)}
       },
       close: async () => void (await Promise.all(handles.map((h) => h.close()))),
     }
