@@ -38,6 +38,8 @@ export interface Mix {
   ops?: string[]
   /** Static: integer Add/Mul/Concat/pooling too. */
   arith?: boolean
+  /** Static: weighted nodes (by label) kept in float, with the reason reported for each. */
+  keepFloat?: Map<string, string>
 }
 
 export interface BuildConfig {
@@ -89,7 +91,7 @@ export function buildCandidate(model: ModelProto, ctx: ModeContext, cfg: BuildCo
   if (ctx.mode === 'static') {
     const opts = {
       perChannel: ctx.perChannel, activations: ctx.activations, symmetricActivations: !!ctx.symmetric, reduceRange: ctx.reduceRange, excluded,
-      weightedOps: cfg.mix.ops ? new Set(cfg.mix.ops) : undefined, quantizeArith: cfg.mix.arith !== false,
+      weightedOps: cfg.mix.ops ? new Set(cfg.mix.ops) : undefined, quantizeArith: cfg.mix.arith !== false, keepFloat: cfg.mix.keepFloat,
     }
     const plan = planStatic(model, ctx.meta!, opts)
     const producer = new Map<string, NodeProto>()

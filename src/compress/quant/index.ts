@@ -26,7 +26,9 @@ import {inferMainGraphTypes, producersOf, sessionFor} from './graph-util.js'
 import type {ABResult} from './measure.js'
 import {agreement, evaluate, latencyAB, outputAgreement, syntheticInputs, tensorSqnr} from './measure.js'
 import {checkOpset, upgradeOpset} from './opset.js'
-import {planStatic} from './static.js'
+import {planStatic, WEIGHTED_OPS} from './static.js'
+import {MAX_TIMED_NODES, timeNodes} from './node-timing.js'
+import type {NodeTiming} from './node-timing.js'
 import type {FloatNode} from './static.js'
 import {detectCpu} from './cpu.js'
 import {makeExcluder} from './exclude.js'
@@ -112,6 +114,8 @@ export interface QuantizeReport {
   chosen?: string
   accuracy?: {samples: number; fp32?: number; quantized?: number; drop?: number; agreement: number; maxDrop?: number}
   sensitivity?: {node: string; opType: string; sqnrDb: number}[]
+  /** Static, hardware-aware: each weighted op's compute time alone, float against int8 (µs per run, timed batch sizes summed). */
+  nodeTimings?: NodeTiming[]
   /** Static: the quantized model against the float one on (up to 64) calibration samples. */
   calibrationCheck?: {samples: number; agreement: number; sqnrDb: number}
   fallback: string[]
@@ -169,13 +173,15 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   const batchesOf = (spec: DatasetSpec, size = batchSize) => () => readBatches(spec, {batchSize: size, inputs, signal: opts.signal})
 
   let calibrationStats: Map<string, TensorStats> | undefined
+  let weightedPlanned: NodeProto[] = []
   if (opts.mode === 'static') {
     if (!opts.calibration) {
       throw new KilnError('static quantization needs a calibration dataset', {code: 'E_QUANT_NO_CALIBRATION', exitCode: 2, tryMessage: 'Pass --calibration DATA.npz (100–500 representative samples), or use --mode dynamic.'})
     }
     const meta = await inferMainGraphTypes(work)
     const plan = planStatic(work, meta, staticOpts(ctx, makeExcluder(ctx.exclude)))
-    if (![...plan.nodes].some((n) => n.opType === 'Conv' || n.opType === 'MatMul' || n.opType === 'Gemm')) throw noQuantizableOps(work, opts.mode)
+    weightedPlanned = [...plan.nodes].filter((n) => WEIGHTED_OPS.has(n.opType))
+    if (weightedPlanned.length === 0) throw noQuantizableOps(work, opts.mode)
     progress('calibrating')
     const t = performance.now()
     const cal = await dataContext('calibration', () => calibrate(work, plan.calibrate, batchesOf(opts.calibration!)(), {threads: opts.profile.threads, signal: opts.signal, onBatch: (n) => progress(`calibrating: ${n} samples`)}))
@@ -190,6 +196,21 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   const mixes = candidateMixes(work, opts.mode)
   const measureSpeed = (opts.neverSlower ?? true) && opts.mode !== 'fp16'
   const accuracyAware = opts.eval !== undefined && opts.maxAccuracyDrop !== undefined
+
+  // Static, hardware-aware: time every weighted op alone in float and int8 on the profile; when
+  // some lose, a candidate keeps just those in float (the whole-model A/B below still decides).
+  if (opts.mode === 'static' && measureSpeed && weightedPlanned.length <= MAX_TIMED_NODES) {
+    progress('timing each weighted op in float and int8')
+    const timings = await timeNodes(work, weightedPlanned, ctx.meta!, ctx.ranges!, {
+      batches: timingBatches(opts.profile, fixedBatch), profile: opts.profile, activations, symmetric: !!opts.symmetric, reduceRange, signal: opts.signal,
+    })
+    report.nodeTimings = timings.map((t) => ({...t, floatUs: Math.round(t.floatUs), int8Us: Math.round(t.int8Us)}))
+    const losers = timings.filter((t) => t.int8Us > t.floatUs * GAIN_THRESHOLD)
+    if (losers.length > 0 && losers.length < timings.length) {
+      const why = (t: NodeTiming) => `not faster in int8 on ${opts.profile.name} (${t.int8Us.toFixed(0)} µs vs ${t.floatUs.toFixed(0)} µs in float)`
+      mixes.splice(1, 0, {name: 'only the ops that gain', arith: true, keepFloat: new Map(losers.map((t) => [t.node, why(t)]))})
+    }
+  }
   let detached = false
   const build = (cfg: BuildConfig, inPlace: boolean): Built => {
     if (!detached && !inPlace) (detachTensors(work), (detached = true))
@@ -354,6 +375,9 @@ async function dataContext<T>(role: 'calibration' | 'evaluation', fn: () => Prom
 function staticOpts(ctx: ModeContext, excluded: (n: NodeProto) => boolean) {
   return {perChannel: ctx.perChannel, activations: ctx.activations, symmetricActivations: !!ctx.symmetric, reduceRange: ctx.reduceRange, excluded}
 }
+
+/** An op must run in at most this fraction of its float time in int8 to count as gaining. */
+const GAIN_THRESHOLD = 0.9
 
 /** A quantized model this far from the float one on its own calibration data has collapsed. */
 const COLLAPSE_AGREEMENT = 0.8

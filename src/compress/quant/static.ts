@@ -37,6 +37,8 @@ export interface StaticOptions {
   weightedOps?: ReadonlySet<string>
   /** Quantize arithmetic and data-movement ops too (default true). */
   quantizeArith?: boolean
+  /** Weighted nodes (by label) to keep in float, each with the reason to report. */
+  keepFloat?: ReadonlyMap<string, string>
 }
 
 export interface FloatNode {
@@ -100,6 +102,11 @@ export function planStatic(model: ModelProto, meta: Map<string, TensorMeta>, opt
       continue
     }
     if (WEIGHTED_OPS.has(op)) {
+      const keep = opts.keepFloat?.get(nodeLabel(node))
+      if (keep) {
+        leftFloat.push({node: nodeLabel(node), opType: op, reason: keep})
+        continue
+      }
       if (opts.weightedOps && !opts.weightedOps.has(op)) {
         leftFloat.push({node: nodeLabel(node), opType: op, reason: 'op type not quantized in the chosen mix'})
         continue

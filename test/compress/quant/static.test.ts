@@ -114,6 +114,22 @@ describe('static QDQ on the trained Fashion-MNIST CNN', () => {
   })
 })
 
+describe('hardware-aware static quantization', () => {
+  it('times every weighted op alone in float and int8, and offers a candidate keeping the ones that lose in float', async () => {
+    const trained = ensureTrainedModels()
+    const out = path.join(dir, 'fashion_cnn.aware.onnx')
+    const r = await quantizeModel({input: trained.cnn, output: out, mode: 'static', calibration: {name: 'calib', path: trained.calib}, profile: {...profile, iterations: 20}})
+    expect(r.nodeTimings!.map((t) => t.node).sort()).toEqual(['conv1', 'conv2', 'conv3', 'fc'])
+    for (const t of r.nodeTimings!) expect(t.floatUs > 0 && t.int8Us > 0).toBe(true)
+    const losers = r.nodeTimings!.filter((t) => t.int8Us > 0.9 * t.floatUs)
+    const offered = r.candidates.some((c) => c.name === 'only the ops that gain')
+    expect(offered).toBe(losers.length > 0 && losers.length < r.nodeTimings!.length)
+    // Whatever was chosen, the report says why each node it left in float stayed float.
+    for (const f of r.leftFloat) expect(f.reason.length).toBeGreaterThan(0)
+    if (r.chosen === 'only the ops that gain') for (const l of losers) expect(r.leftFloat.find((f) => f.node === l.node)?.reason).toMatch(/not faster in int8 on cpu-1t \(\d+ µs vs \d+ µs in float\)/)
+  })
+})
+
 describe('calibration statistics', () => {
   it('finds the tensors that are the answer: outputs and what reaches them through layout ops only', async () => {
     const g = (await readModel(MODELS.blazeface)).graph!
