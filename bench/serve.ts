@@ -4,7 +4,8 @@
  *   npx tsc -p tsconfig.build.json && npx tsx bench/serve.ts [--seconds 10] [--connections 16]
  *
  * 1. Throughput: autocannon (16 connections × 10 s, binary tensor extension) against the server
- *    process, vs a bare `session.run` loop on the same model with the same inference thread count.
+ *    process, vs a bare `session.run` loop on the same model with the same inference thread count;
+ *    with one inference worker (--pool 1) and with inference on the HTTP thread (--pool 0).
  *    Errors, non-2xx answers and latency percentiles are reported.
  * 2. Binary vs JSON for a large input (PP-OCR detection, 1×3×640×640).
  * 3. Fuzz: malformed requests of many kinds; every answer must be 4xx and the server must stay up.
@@ -98,11 +99,12 @@ async function main(): Promise<void> {
   // p99) come from one sustained run.
   const ROUNDS = 4
   const add = (a: Slice, b: Slice): Slice => ({n: a.n + b.n, seconds: a.seconds + b.seconds, cpu: a.cpu + b.cpu})
-  for (const threads of [1, cores]) {
-    const server = await startServe([repo, '--pool', '1', '--threads', String(threads), '--max-queue', '256'])
+  for (const threads of [1, cores]) for (const pool of ['1', '0']) {
+    const server = await startServe([repo, '--pool', pool, '--threads', String(threads), '--max-queue', '256'])
     const pid = server.proc.pid!
     try {
-      console.log(`threads ${threads} (server: 1 worker × ${threads} intra-op threads; bare: 1 session × ${threads})`)
+      const where = pool === '0' ? `inference on the HTTP thread × ${threads} intra-op threads` : `1 worker × ${threads} intra-op threads`
+      console.log(`threads ${threads}, --pool ${pool} (server: ${where}; bare: 1 session × ${threads})`)
       console.log('  workload               bare inf/s  served req/s  ratio  bare CPU ms/inf  served CPU ms/req  ratio | sustained req/s  p50 ms  p99 ms  errors  non2xx')
       for (const w of workloads) {
         const session = await ort.InferenceSession.create(w.model, {logSeverityLevel: 3, intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential'})

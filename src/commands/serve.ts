@@ -33,7 +33,7 @@ export default class Serve extends KilnCommand {
     token: Flags.string({description: 'Token for the model repository API (Bearer or X-API-Key); or env:NAME. Default: $KILN_SERVE_TOKEN.'}),
     key: Flags.string({description: 'Data key for encrypted models: data.key path, env:NAME or passphrase:env:NAME. Decrypted in memory only.'}),
     pub: Flags.string({description: 'Ed25519 public key (signing.pub): refuse any model version whose signature does not verify.'}),
-    pool: Flags.integer({description: 'Inference workers: requests that run at once.', default: 1, min: 1}),
+    pool: Flags.integer({description: 'Inference workers: requests that run at once. 0 runs inference on the HTTP thread itself: the least overhead per request for small fast models, but health checks and metrics wait while a model runs.', default: 1, min: 0}),
     threads: Flags.integer({description: 'onnxruntime intra-op threads per worker (default: cores / pool).', min: 1}),
     'max-queue': Flags.integer({description: 'Requests that may wait for a worker; beyond it the answer is 429 with Retry-After.', default: 64, min: 0}),
     'max-body': Flags.integer({description: 'Largest request body in bytes (413 beyond).', default: 64 * 1024 * 1024, min: 1024}),

@@ -55,8 +55,9 @@ async function sourceFor(repository: string | undefined, s3: S3SourceOptions | u
 
 /** Start serving; the returned server runs until `close()`. */
 export async function serve(options: ServeOptions): Promise<RunningServer> {
-  const pool = positiveInt('pool', options.pool, 1)
-  const threads = positiveInt('threads', options.threads, Math.max(1, Math.floor(os.availableParallelism() / pool)))
+  // 0: inference on the HTTP thread itself (see InlinePool).
+  const pool = positiveInt('pool', options.pool, 1, 0)
+  const threads = positiveInt('threads', options.threads, Math.max(1, Math.floor(os.availableParallelism() / Math.max(1, pool))))
   return startServer({
     host: options.host,
     port: positiveInt('port', options.port, 8000, 0),

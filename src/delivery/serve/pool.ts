@@ -2,6 +2,7 @@ import {Worker} from 'node:worker_threads'
 import type {RawTensor} from './datatypes.js'
 import type {BufferPool} from './buffers.js'
 import {HttpError} from './http-error.js'
+import {SessionHost} from './session-host.js'
 import type {FromWorker, ModelPayload, SessionValueInfo, ToWorker} from './worker-protocol.js'
 
 /** Options of the inference pool. */
@@ -20,6 +21,32 @@ export interface LoadedSignature {
   inputs: SessionValueInfo[]
   outputs: SessionValueInfo[]
 }
+
+/** What the server runs models with: inference workers ({@link InferencePool}) or its own thread ({@link InlinePool}). */
+export interface InferenceRunner {
+  /** Inference workers (0: inference runs on the HTTP thread). */
+  readonly size: number
+  readonly queueDepth: number
+  readonly running: number
+  load(key: string, model: ModelPayload): Promise<LoadedSignature>
+  unload(key: string): Promise<void>
+  /**
+   * Run a model. Rejects with a 429 `HttpError` at once when the queue is full, and with the
+   * session's own message (400) when onnxruntime refuses the inputs.
+   */
+  run(key: string, inputs: RawTensor[], outputs: string[]): Promise<{outputs: RawTensor[]; ms: number}>
+  close(): Promise<void>
+}
+
+const shuttingDown = () => new HttpError(503, 'the server is shutting down', {'retry-after': '1'})
+
+/** The 429 for a full queue, with a `Retry-After` from the smoothed run time and the backlog. */
+function queueFull(running: number, queued: number, avgMs: number, lanes: number): HttpError {
+  const seconds = Math.max(1, Math.ceil(((queued + 1) * avgMs) / Math.max(1, lanes) / 1000))
+  return new HttpError(429, `too many requests: ${running} in progress and ${queued} queued`, {'retry-after': String(seconds)})
+}
+
+const refused = (message: string) => new HttpError(400, `the model refused the inputs: ${message}`)
 
 interface Pending {
   resolve: (msg: FromWorker) => void
@@ -68,7 +95,7 @@ function startWorker(name: string): Worker {
  * A fixed pool of inference workers and a bounded queue in front of them. Memory stays bounded:
  * at most `size` requests run and `maxQueue` wait; the rest are told to come back later.
  */
-export class InferencePool {
+export class InferencePool implements InferenceRunner {
   private readonly slots: Slot[] = []
   private readonly queue: Job[] = []
   private readonly models = new Map<string, {model: ModelPayload; threads: number}>()
@@ -153,17 +180,10 @@ export class InferencePool {
     await Promise.allSettled(this.slots.map((s) => this.send(s, {op: 'unload', id: 0, key})))
   }
 
-  /**
-   * Run a model. Rejects with a 429 `HttpError` at once when the queue is full, and with the
-   * session's own message when onnxruntime refuses the inputs.
-   */
   run(key: string, inputs: RawTensor[], outputs: string[]): Promise<{outputs: RawTensor[]; ms: number}> {
-    if (this.closed) return Promise.reject(new HttpError(503, 'the server is shutting down', {'retry-after': '1'}))
+    if (this.closed) return Promise.reject(shuttingDown())
     const free = this.slots.some((s) => s.ready && s.inflight < PIPELINE_DEPTH)
-    if (!free && this.queue.length >= this.options.maxQueue) {
-      const seconds = Math.max(1, Math.ceil(((this.queue.length + 1) * this.avgMs) / this.slots.length / 1000))
-      return Promise.reject(new HttpError(429, `too many requests: ${this.running} in progress and ${this.queue.length} queued`, {'retry-after': String(seconds)}))
-    }
+    if (!free && this.queue.length >= this.options.maxQueue) return Promise.reject(queueFull(this.running, this.queue.length, this.avgMs, this.slots.length))
     return new Promise((resolve, reject) => {
       this.queue.push({key, inputs, outputs, resolve, reject})
       this.dispatch()
@@ -187,7 +207,7 @@ export class InferencePool {
           if (msg.op === 'result') {
             this.avgMs = this.avgMs * 0.9 + msg.ms * 0.1
             job.resolve({outputs: msg.outputs, ms: msg.ms})
-          } else if (msg.op === 'error') job.reject(new HttpError(400, `the model refused the inputs: ${msg.message}`))
+          } else if (msg.op === 'error') job.reject(refused(msg.message))
           else job.reject(new WorkerFailure(`unexpected worker reply ${msg.op}`))
         }, job.reject)
         .finally(() => {
@@ -200,7 +220,75 @@ export class InferencePool {
   /** Stop taking work, fail whatever still waits, and end the workers. Running jobs should be awaited by the caller first. */
   async close(): Promise<void> {
     this.closed = true
-    for (const job of this.queue.splice(0)) job.reject(new HttpError(503, 'the server is shutting down', {'retry-after': '1'}))
+    for (const job of this.queue.splice(0)) job.reject(shuttingDown())
     await Promise.all(this.slots.map((s) => s.worker.terminate()))
+  }
+}
+
+/**
+ * Inference on the HTTP thread itself, one run at a time, behind the same bounded queue. No
+ * hand-off to a worker: for a small, fast model that hand-off (a message each way, the tensors
+ * moved across threads) costs as much as the model. While a model runs, health checks and metrics
+ * wait for it; a worker pool (`size` ≥ 1) keeps them answered.
+ */
+export class InlinePool implements InferenceRunner {
+  readonly size = 0
+  private readonly host = new SessionHost()
+  private readonly queue: Job[] = []
+  private active = 0
+  private closed = false
+  private avgMs = 10
+
+  constructor(private readonly options: PoolOptions) {}
+
+  get queueDepth(): number {
+    return this.queue.length
+  }
+
+  get running(): number {
+    return this.active
+  }
+
+  load(key: string, model: ModelPayload): Promise<LoadedSignature> {
+    return this.host.load(key, model, this.options.threads)
+  }
+
+  unload(key: string): Promise<void> {
+    return this.host.unload(key)
+  }
+
+  run(key: string, inputs: RawTensor[], outputs: string[]): Promise<{outputs: RawTensor[]; ms: number}> {
+    if (this.closed) return Promise.reject(shuttingDown())
+    if (this.active > 0 && this.queue.length >= this.options.maxQueue) return Promise.reject(queueFull(this.active, this.queue.length, this.avgMs, 1))
+    return new Promise((resolve, reject) => {
+      this.queue.push({key, inputs, outputs, resolve, reject})
+      this.next()
+    })
+  }
+
+  private next(): void {
+    if (this.active > 0) return
+    const job = this.queue.shift()
+    if (!job) return
+    this.active = 1
+    this.host
+      .run(job.key, job.inputs, job.outputs)
+      .then(
+        (r) => {
+          this.avgMs = this.avgMs * 0.9 + r.ms * 0.1
+          job.resolve(r)
+        },
+        (error: unknown) => job.reject(refused(error instanceof Error ? error.message : String(error))),
+      )
+      .finally(() => {
+        this.active = 0
+        this.next()
+      })
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    for (const job of this.queue.splice(0)) job.reject(shuttingDown())
+    await this.host.close()
   }
 }

@@ -4,7 +4,7 @@ import {oipDatatypeOf} from './datatypes.js'
 import {HttpError} from './http-error.js'
 import type {ModelSignature, TensorSpec} from './infer-request.js'
 import type {ServeLogger} from './log.js'
-import type {InferencePool} from './pool.js'
+import type {InferenceRunner} from './pool.js'
 import {checkModelName, compareVersions, type ModelEntry, type ModelSource, type VersionEntry} from './sources.js'
 import {type LoadSecurity, prepareVersion} from './version-loader.js'
 import type {ModelPayload, SessionValueInfo} from './worker-protocol.js'
@@ -83,7 +83,7 @@ export class ModelRepository {
 
   constructor(
     private readonly source: ModelSource | undefined,
-    private readonly pool: InferencePool,
+    private readonly pool: InferenceRunner,
     private readonly security: LoadSecurity,
     private readonly logger: ServeLogger,
   ) {}

@@ -8,7 +8,8 @@ import {encodeInferResponse} from './infer-response.js'
 import {decodeLoadRequest} from './load-request.js'
 import type {ServeLogger} from './log.js'
 import {ServeMetrics} from './metrics.js'
-import {InferencePool, WorkerFailure} from './pool.js'
+import {InferencePool, InlinePool, WorkerFailure} from './pool.js'
+import type {InferenceRunner} from './pool.js'
 import {ModelRepository, PLATFORM} from './repository.js'
 import type {ModelSource} from './sources.js'
 import type {LoadSecurity} from './version-loader.js'
@@ -98,7 +99,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const {logger} = options
   // Request bodies and the tensors in them live in recycled memory, which the workers hand back.
   const buffers = new BufferPool()
-  const pool = new InferencePool({size: options.pool, threads: options.threads, maxQueue: options.maxQueue, buffers})
+  const poolOptions = {size: options.pool, threads: options.threads, maxQueue: options.maxQueue, buffers}
+  const pool: InferenceRunner = options.pool === 0 ? new InlinePool(poolOptions) : new InferencePool(poolOptions)
   const repository = new ModelRepository(options.source, pool, options.security, logger)
   const metrics = new ServeMetrics()
   const checkToken = tokenChecker(options.token)
@@ -123,12 +125,13 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   async function infer(req: IncomingMessage, res: ServerResponse, r: Extract<Route, {kind: 'infer'}>, started: number): Promise<{status: number; version?: string}> {
     const body = await readBody(req, options.maxBody, buffers)
     let served: ReturnType<typeof repository.acquire> | undefined
+    let request: ReturnType<typeof decodeInferRequest> | undefined
     try {
       const target = repository.find(r.model, r.version)
       const headerLength = req.headers['inference-header-content-length']
       const {json, binary} = splitBody(body.bytes, Array.isArray(headerLength) ? headerLength[0] : headerLength)
       // Binary inputs stay in the (recycled) body buffer, which moves to the worker as it is.
-      const request = decodeInferRequest(json, binary, target.signature, body.pooled ? {inPlace: true, buffers} : {buffers})
+      request = decodeInferRequest(json, binary, target.signature, body.pooled ? {inPlace: true, buffers} : {buffers})
       served = repository.acquire(r.model, r.version)
       const queued = performance.now()
       const result = await pool.run(served.key, request.inputs, request.outputs.map((o) => o.name))
@@ -141,8 +144,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       return {status: 200, version: served.version}
     } finally {
       if (served) repository.release(served)
-      // Unless it went to a worker (then the worker hands it back), the body's memory is free again.
+      // Unless they went to a worker (then the worker hands them back), the body's memory and the
+      // tensor copies are free again. Buffers a worker took are detached here, and ignored.
       if (body.pooled) buffers.give(body.bytes.buffer as ArrayBuffer)
+      for (const t of request?.inputs ?? []) if (!Array.isArray(t.data)) buffers.give(t.data.buffer as ArrayBuffer)
     }
   }
 

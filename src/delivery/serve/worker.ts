@@ -1,8 +1,7 @@
 import {parentPort} from 'node:worker_threads'
-import type {Ort} from '../../runtime/ort.js'
-import {createSession, loadOrt} from '../../runtime/ort.js'
-import type {RawTensor, TensorData} from './datatypes.js'
-import type {FromWorker, SessionValueInfo, ToWorker} from './worker-protocol.js'
+import type {TensorData} from './datatypes.js'
+import {SessionHost} from './session-host.js'
+import type {FromWorker, ToWorker} from './worker-protocol.js'
 
 /**
  * An inference worker: a thread that owns one onnxruntime session per loaded model. onnxruntime-node
@@ -12,11 +11,7 @@ import type {FromWorker, SessionValueInfo, ToWorker} from './worker-protocol.js'
 const port = parentPort
 if (!port) throw new Error('the inference worker must run in a worker thread')
 
-const sessions = new Map<string, Ort.InferenceSession>()
-
-function describe(values: readonly Ort.InferenceSession.ValueMetadata[]): SessionValueInfo[] {
-  return values.map((v) => (v.isTensor ? {name: v.name, isTensor: true, type: v.type, dims: [...v.shape]} : {name: v.name, isTensor: false, dims: []}))
-}
+const host = new SessionHost()
 
 function reply(message: FromWorker, transfer: ArrayBuffer[] = []): void {
   port!.postMessage(message, transfer)
@@ -40,41 +35,24 @@ function inputBuffers(msg: ToWorker): ArrayBuffer[] {
 async function handle(msg: ToWorker): Promise<void> {
   switch (msg.op) {
     case 'load': {
-      const source = 'path' in msg.model ? msg.model.path : msg.model.bytes
-      const session = await createSession(source, {threads: msg.threads, interOpThreads: 1, executionMode: 'sequential'})
-      const old = sessions.get(msg.key)
-      sessions.set(msg.key, session)
-      if (old) await old.release()
-      reply({op: 'loaded', id: msg.id, inputs: describe(session.inputMetadata), outputs: describe(session.outputMetadata)})
+      reply({op: 'loaded', id: msg.id, ...(await host.load(msg.key, msg.model, msg.threads))})
       return
     }
     case 'unload': {
-      const session = sessions.get(msg.key)
-      sessions.delete(msg.key)
-      if (session) await session.release()
+      await host.unload(msg.key)
       reply({op: 'unloaded', id: msg.id})
       return
     }
     case 'run': {
-      const session = sessions.get(msg.key)
-      if (!session) throw new Error(`model ${msg.key} is not loaded in this worker`)
-      const ort = await loadOrt()
-      const feeds: Record<string, Ort.Tensor> = {}
-      for (const t of msg.inputs) feeds[t.name] = new ort.Tensor(t.type as never, t.data as never, t.dims)
-      const start = performance.now()
-      const result = await session.run(feeds, msg.outputs)
-      const ms = performance.now() - start
-      const outputs: RawTensor[] = []
+      const result = await host.run(msg.key, msg.inputs, msg.outputs)
       const transfer: ArrayBuffer[] = []
-      for (const name of msg.outputs) {
-        const tensor = result[name]
-        if (!tensor) throw new Error(`the session returned no output '${name}'`)
-        const owned = ownedData(tensor.data as TensorData)
+      const outputs = result.outputs.map((t) => {
+        const owned = ownedData(t.data)
         if (owned.transfer) transfer.push(owned.transfer)
-        outputs.push({name, type: tensor.type as RawTensor['type'], dims: [...tensor.dims], data: owned.data})
-      }
+        return {...t, data: owned.data}
+      })
       const returned = inputBuffers(msg).filter((b) => !transfer.includes(b))
-      reply({op: 'result', id: msg.id, outputs, ms, returned}, [...transfer, ...returned])
+      reply({op: 'result', id: msg.id, outputs, ms: result.ms, returned}, [...transfer, ...returned])
     }
   }
 }
