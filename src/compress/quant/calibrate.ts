@@ -21,8 +21,11 @@ export class TensorStats {
   hist = new Float64Array(BINS)
   /** Upper edge of the histogram (|x| range). */
   edge = 0
+  /** The shape of the last batch seen (the batch dimension included). */
+  dims?: number[]
 
-  add(data: Float32Array): void {
+  add(data: Float32Array, dims?: readonly number[]): void {
+    if (dims) this.dims = [...dims]
     let lo = this.min
     let hi = this.max
     let amax = 0
@@ -175,7 +178,7 @@ export async function calibrate(model: ModelProto, tensors: string[], batches: A
       const out = await session.run(feeds, tensors)
       for (const name of tensors) {
         const v = out[name]
-        if (v && v.type === 'float32') stats.get(name)!.add(v.data as Float32Array)
+        if (v && v.type === 'float32') stats.get(name)!.add(v.data as Float32Array, v.dims)
         v?.dispose?.()
       }
       samples += batch.size

@@ -201,7 +201,8 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   // some lose, a candidate keeps just those in float (the whole-model A/B below still decides).
   if (opts.mode === 'static' && measureSpeed && weightedPlanned.length <= MAX_TIMED_NODES) {
     progress('timing each weighted op in float and int8')
-    const timings = await timeNodes(work, weightedPlanned, ctx.meta!, ctx.ranges!, {
+    const seen = new Map([...(calibrationStats ?? [])].map(([k, st]) => [k, st.dims]))
+    const timings = await timeNodes(work, weightedPlanned, ctx.meta!, seen, ctx.ranges!, {
       batches: timingBatches(opts.profile, fixedBatch), profile: opts.profile, activations, symmetric: !!opts.symmetric, reduceRange, signal: opts.signal,
     })
     report.nodeTimings = timings.map((t) => ({...t, floatUs: Math.round(t.floatUs), int8Us: Math.round(t.int8Us)}))

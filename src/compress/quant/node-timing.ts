@@ -48,14 +48,24 @@ interface Cut {
   shape: number[]
 }
 
-function concreteShape(meta: TensorMeta | undefined, batch: number): number[] | undefined {
-  if (!meta || meta.shape.length === 0) return undefined
-  const s = meta.shape.map((d, i) => (typeof d === 'number' && d > 0 ? d : i === 0 ? batch : -1))
+/**
+ * The node input's shape at this batch size: its static dims, with the dynamic ones (image height
+ * and width, sequence length) taken from what calibration saw.
+ */
+function concreteShape(meta: TensorMeta | undefined, seen: readonly number[] | undefined, batch: number): number[] | undefined {
+  const rank = meta?.shape.length || seen?.length
+  if (!rank) return undefined
+  const s = Array.from({length: rank}, (_, i) => {
+    const d = meta?.shape[i]
+    if (typeof d === 'number' && d > 0) return d
+    if (i === 0) return batch
+    return seen && seen.length === rank ? seen[i]! : -1
+  })
   return s.every((d) => d > 0) ? s : undefined
 }
 
 /** The node alone, in float and in fused-QDQ form, or undefined when it cannot be cut out. */
-function cut(model: ModelProto, node: NodeProto, meta: Map<string, TensorMeta>, ranges: Map<string, {min: number; max: number}>, batch: number, activations: IntType, symmetric: boolean, reduceRange: boolean): Cut | undefined {
+function cut(model: ModelProto, node: NodeProto, meta: Map<string, TensorMeta>, seen: Map<string, readonly number[] | undefined>, ranges: Map<string, {min: number; max: number}>, batch: number, activations: IntType, symmetric: boolean, reduceRange: boolean): Cut | undefined {
   const w = new Map<string, TensorProto>()
   for (const ref of weights(model)) if (ref.path.length === 0) w.set(ref.name, ref.tensor)
   const op = node.opType
@@ -63,7 +73,7 @@ function cut(model: ModelProto, node: NodeProto, meta: Map<string, TensorMeta>, 
   const weightName = node.input[1]
   const weight = weightName ? w.get(weightName) : undefined
   if (!weight || weight.dataType !== DataType.FLOAT || w.has(x)) return undefined
-  const shape = concreteShape(meta.get(x), batch)
+  const shape = concreteShape(meta.get(x), seen.get(x), batch)
   if (!shape) return undefined
   const bias = node.input[2] ? w.get(node.input[2]) : undefined
   if (node.input[2] && (!bias || bias.dataType !== DataType.FLOAT)) return undefined
@@ -154,6 +164,8 @@ export async function timeNodes(
   model: ModelProto,
   nodes: NodeProto[],
   meta: Map<string, TensorMeta>,
+  /** Shapes calibration saw, for dims the model leaves dynamic. */
+  seen: Map<string, readonly number[] | undefined>,
   ranges: Map<string, {min: number; max: number}>,
   opts: {batches: number[]; profile: Partial<HardwareProfile>; activations: IntType; symmetric: boolean; reduceRange: boolean; signal?: AbortSignal},
 ): Promise<NodeTiming[]> {
@@ -166,7 +178,7 @@ export async function timeNodes(
       let ok = true
       for (const batch of opts.batches) {
         if (opts.signal?.aborted) return out
-        const c = cut(model, node, meta, ranges, batch, opts.activations, opts.symmetric, opts.reduceRange)
+        const c = cut(model, node, meta, seen, ranges, batch, opts.activations, opts.symmetric, opts.reduceRange)
         if (!c) {
           ok = false
           break
