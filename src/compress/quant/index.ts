@@ -170,7 +170,8 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   if (opts.mode === 'static') Object.assign(settings, {activations, symmetricActivations: !!opts.symmetric, method: opts.method ?? 'minmax'})
   if (opts.mode === 'int4') Object.assign(settings, {blockSize: ctx.blockSize, algorithm: ctx.algorithm, symmetric: opts.symmetric ?? true, accuracyLevel: ctx.accuracyLevel})
 
-  const batchesOf = (spec: DatasetSpec, size = batchSize) => () => readBatches(spec, {batchSize: size, inputs, signal: opts.signal})
+  // Calibration and evaluation are done with each batch before they ask for the next: its memory is recycled.
+  const batchesOf = (spec: DatasetSpec, size = batchSize) => () => readBatches(spec, {batchSize: size, inputs, signal: opts.signal, reuse: true})
 
   let calibrationStats: Map<string, TensorStats> | undefined
   let weightedPlanned: NodeProto[] = []
