@@ -81,7 +81,7 @@ export async function artifactDigest(outDir: string, rel: string, memo: DigestMe
  * changed does not hash large files again.
  */
 export class DigestMemo {
-  private memo: Record<string, {size: number; mtimeMs: number; sha256: string; bytes: number}> = {}
+  private memo: Record<string, {size: number; mtimeMs: number; sha256: string; bytes: number; derived?: Record<string, unknown>}> = {}
   private dirty = false
   constructor(private readonly file: string) {}
 
@@ -117,6 +117,25 @@ export class DigestMemo {
       hash.update(`${rel}\0${d.sha256}\0`)
     }
     return {sha256: hash.digest('hex'), bytes}
+  }
+
+  /**
+   * A value computed from a file's contents (the external data files an ONNX model names, say),
+   * kept with its digest and recomputed only when the file's size or mtime changed: a cached run
+   * of a large model need not parse it again.
+   */
+  async derived<T>(p: string, key: string, compute: () => Promise<T>): Promise<T> {
+    await this.digestFile(p)
+    const rec = this.memo[p]!
+    if (rec.derived && key in rec.derived) return rec.derived[key] as T
+    const value = await compute()
+    // The file may have changed while it was read: keep the value only if its record still stands.
+    const st = await fsp.stat(p)
+    if (this.memo[p] === rec && st.size === rec.size && st.mtimeMs === rec.mtimeMs) {
+      rec.derived = {...rec.derived, [key]: value}
+      this.dirty = true
+    }
+    return value
   }
 
   /** A file's or a directory's digest (a directory is listed every time: its mtime misses edits inside). */

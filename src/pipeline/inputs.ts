@@ -4,12 +4,13 @@ import {KilnError, ModelError} from '../errors.js'
 import {allTensors} from '../onnx/graph.js'
 import {readModel} from '../onnx/model.js'
 import {DataLocation} from '../onnx/proto.js'
+import type {DigestMemo} from './cache.js'
 
 /**
  * The files that make up a model input, for its digest: an ONNX file plus its external data files,
  * or a TF.js model.json plus its weight shards.
  */
-export async function inputArtifactFiles(model: string): Promise<string[]> {
+export async function inputArtifactFiles(model: string, memo?: DigestMemo): Promise<string[]> {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(model) && !model.startsWith('file://')) {
     throw new KilnError(`model URI ${model} is not supported as a pipeline input yet`, {
       exitCode: 2,
@@ -30,12 +31,21 @@ export async function inputArtifactFiles(model: string): Promise<string[]> {
     const shards = (manifest.weightsManifest ?? []).flatMap((g) => g.paths ?? []).map((p) => path.resolve(path.dirname(file), p))
     return [file, ...shards]
   }
+  // Memoised with the file's digest; a file that cannot be read goes to the parser, which says why.
+  const readable = await fsp.stat(file).then((st) => st.isFile(), () => false)
+  const locations = memo && readable ? await memo.derived(file, 'externalData', () => externalLocations(file)) : await externalLocations(file)
+  const external = new Set(locations.map((l) => path.resolve(path.dirname(file), l)))
+  return [file, ...[...external].sort()]
+}
+
+/** The external data files an ONNX model names, as written in it (relative to the model). */
+async function externalLocations(file: string): Promise<string[]> {
   const onnx = await readModel(file, {loadExternalData: false})
-  const external = new Set<string>()
+  const out = new Set<string>()
   for (const {tensor} of allTensors(onnx)) {
     if (tensor.dataLocation !== DataLocation.EXTERNAL) continue
     const location = tensor.externalData.find((e) => e.key === 'location')?.value
-    if (location) external.add(path.resolve(path.dirname(file), location))
+    if (location) out.add(location)
   }
-  return [file, ...[...external].sort()]
+  return [...out].sort()
 }

@@ -117,7 +117,7 @@ export async function runPipeline(pipeline: Pipeline, options: RunOptions): Prom
   await memo.load()
   const runtime = runtimeVersions(options.kilnVersion)
 
-  const inputFiles = await inputArtifactFiles(pipeline.model)
+  const inputFiles = await inputArtifactFiles(pipeline.model, memo)
   const modelDir = path.dirname(inputFiles[0]!)
   const inputDigest =
     inputFiles.length === 1 ? await memo.digestFile(inputFiles[0]!) : await memo.digestSet(modelDir, inputFiles.map((f) => path.relative(modelDir, f).split(path.sep).join('/')))
