@@ -1,5 +1,5 @@
 import {describe, expect, it} from 'vitest'
-import {BufferPool} from '../../src/delivery/serve/buffers.js'
+import {BufferPool, MAX_POOLED} from '../../src/delivery/serve/buffers.js'
 import {decodeBytesElements, encodeBytesElements} from '../../src/delivery/serve/datatypes.js'
 import {decodeInferRequest, type ModelSignature, splitBody} from '../../src/delivery/serve/infer-request.js'
 import {encodeInferResponse} from '../../src/delivery/serve/infer-response.js'
@@ -147,6 +147,12 @@ describe('infer request decoding', () => {
     expect(buffers.idle).toBeLessThanOrEqual(64 * 1024)
     buffers.give(new ArrayBuffer(5000))
     expect(buffers.idle).toBeLessThanOrEqual(64 * 1024)
+    // A large body gets a buffer of exactly its size, which is not kept.
+    const big = new BufferPool()
+    const b = big.take(MAX_POOLED + 1)
+    expect(b.byteLength).toBe(MAX_POOLED + 1)
+    big.give(b)
+    expect(big.idle).toBe(0)
   })
 
   it('round-trips BYTES elements and refuses a malformed length prefix', () => {

@@ -8,6 +8,9 @@
  * Buffers come in power-of-two size classes from 4 KiB. At most `keepBytes` wait idle; beyond
  * that, returned buffers are left to the garbage collector, so memory stays bounded.
  */
+/** Larger requests get buffers of their own size, not kept for reuse. */
+export const MAX_POOLED = 8 * 1024 * 1024
+
 export class BufferPool {
   private readonly free = new Map<number, ArrayBuffer[]>()
   private idleBytes = 0
@@ -19,8 +22,13 @@ export class BufferPool {
     return Math.max(4096, 2 ** Math.ceil(Math.log2(Math.max(1, bytes))))
   }
 
-  /** A buffer of at least `bytes` (its byteLength is the size class); its contents are undefined. */
+  /**
+   * A buffer of at least `bytes` (its byteLength is the size class); its contents are undefined.
+   * Past {@link MAX_POOLED} a buffer is exactly the size asked and is not kept afterwards: rounding
+   * a 40 MB body up to 64 MB would cost more than the page faults it saves.
+   */
   take(bytes: number): ArrayBuffer {
+    if (bytes > MAX_POOLED) return new ArrayBuffer(bytes)
     const size = BufferPool.classOf(bytes)
     const list = this.free.get(size)
     const buffer = list?.pop()
@@ -34,7 +42,7 @@ export class BufferPool {
   /** Give a buffer back. Detached buffers (moved to a worker) and foreign sizes are ignored. */
   give(buffer: ArrayBuffer): void {
     const size = buffer.byteLength
-    if (size === 0 || size !== BufferPool.classOf(size) || this.idleBytes + size > this.keepBytes) return
+    if (size === 0 || size > MAX_POOLED || size !== BufferPool.classOf(size) || this.idleBytes + size > this.keepBytes) return
     let list = this.free.get(size)
     if (!list) this.free.set(size, (list = []))
     if (list.includes(buffer)) return
