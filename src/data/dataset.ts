@@ -291,9 +291,10 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
       return makePlan(spec, input, field, pre, format === 'images', options.inputs?.find((i) => i.name === input))
     })
     const wanted = [...new Set([...plans.map((p) => p.field.name), ...(labelField ? [labelField] : [])])]
+    const ahead = readAhead(rowBytesOf(source, wanted) * options.batchSize)
     // Deep enough for the batch the consumer holds, the one prefetched, the chunks being read ahead,
     // and one spare, so that a batch stays valid until the consumer asks for the batch after the next.
-    const ring = options.reuse ? bufferRings(AHEAD + 3) : undefined
+    const ring = options.reuse ? bufferRings(ahead + 3) : undefined
     const toBatch = (rows: Rows): Batch => {
       const inputs: Record<string, BatchTensor> = {}
       for (const plan of plans) {
@@ -314,7 +315,7 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
       if (labelField) batch.labels = Float64Array.from(rows.values[labelField] as ArrayLike<number>, Number)
       return batch
     }
-    batches = source.read ? randomAccess(spec, source, wanted, options, {scratch: ring, sync: options.inline}) : streamed(spec, source, wanted, options)
+    batches = source.read ? randomAccess(spec, source, wanted, options, {scratch: ring, sync: options.inline}, ahead) : streamed(spec, source, wanted, options)
     // Prefetch: start reading batch i+1 before handing batch i to the caller.
     next = batches.next()
     let count = 0
@@ -336,33 +337,44 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
 
 /** About how many bytes a sequential read takes at once: a whole number of batches. */
 const CHUNK_BYTES = 256 << 10
-/** Chunk reads in flight ahead of the caller. */
-const AHEAD = 2
 
-async function* randomAccess(spec: DatasetSpec, source: Source, wanted: string[], options: ReadOptions, how: ReadHow): AsyncGenerator<Rows> {
+/** Bytes one sample of these fields takes as stored. */
+function rowBytesOf(source: Source, wanted: string[]): number {
+  return wanted.reduce((n, name) => {
+    const f = source.fields.find((x) => x.name === name)!
+    return n + f.shape.reduce((a, b) => a * b, 1) * ctorOf(f.dtype).BYTES_PER_ELEMENT
+  }, 0)
+}
+
+/**
+ * Chunk reads kept in flight ahead of the caller. Two, not one: a read that completes while a
+ * model runs (and blocks the event loop) is only seen after the run; one issued a chunk earlier
+ * has been seen by then, so the caller never waits for the loop to catch up. Batches of more than
+ * 16 MB read one ahead: memory matters more than that wait then.
+ */
+function readAhead(batchBytes: number): number {
+  return batchBytes > 16 << 20 ? 1 : 2
+}
+
+async function* randomAccess(spec: DatasetSpec, source: Source, wanted: string[], options: ReadOptions, how: ReadHow, aheadCount: number): AsyncGenerator<Rows> {
   const length = source.length ?? 0
   let order: number[] | undefined
   const total = Math.min(length, spec.limit ?? Number.POSITIVE_INFINITY)
   if (spec.shuffle) order = shuffleInPlace(Array.from({length}, (_, i) => i), seededRandom(spec.seed ?? 0)).slice(0, total)
   // In order, rows come in chunks of whole batches, each batch a view of its chunk: a few large
   // reads instead of one per batch. Shuffled rows are scattered, so they are read a batch at a time.
-  const rowBytes = wanted.reduce((n, name) => {
-    const f = source.fields.find((x) => x.name === name)!
-    return n + f.shape.reduce((a, b) => a * b, 1) * ctorOf(f.dtype).BYTES_PER_ELEMENT
-  }, 0)
+  const rowBytes = rowBytesOf(source, wanted)
   const chunkRows = options.batchSize * (order ? 1 : Math.max(1, Math.floor(CHUNK_BYTES / Math.max(1, rowBytes * options.batchSize))))
   const read = (start: number): Promise<Rows> => {
     const size = Math.min(chunkRows, total - start)
     const indices = order ? order.slice(start, start + size) : Array.from({length: size}, (_, i) => start + i)
     return source.read!(indices, wanted, how)
   }
-  // Reads run AHEAD chunks in front of the caller. Two, not one: a read that completes while a model
-  // runs (and blocks the event loop) is only seen after the run; one issued a chunk earlier has
-  // been seen by then, so the caller never waits for the loop to catch up.
+  // Reads run `aheadCount` chunks in front of the caller (see readAhead).
   const ahead: Promise<Rows>[] = []
   let issued = 0
   const refill = () => {
-    while (ahead.length < AHEAD && issued < total) {
+    while (ahead.length < aheadCount && issued < total) {
       ahead.push(read(issued))
       issued += chunkRows
     }
