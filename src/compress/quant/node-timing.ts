@@ -40,7 +40,7 @@ const EDGE_KERNELS = new Set(['QuantizeLinear', 'DequantizeLinear', 'ReorderInpu
 /** More nodes than this and the per-node timing is skipped (it would take longer than it saves). */
 export const MAX_TIMED_NODES = 160
 
-interface Cut {
+export interface Cut {
   node: NodeProto
   float: ModelProto
   int8: ModelProto
@@ -64,8 +64,8 @@ function concreteShape(meta: TensorMeta | undefined, seen: readonly number[] | u
   return s.every((d) => d > 0) ? s : undefined
 }
 
-/** The node alone, in float and in fused-QDQ form, or undefined when it cannot be cut out. */
-function cut(model: ModelProto, node: NodeProto, meta: Map<string, TensorMeta>, seen: Map<string, readonly number[] | undefined>, ranges: Map<string, {min: number; max: number}>, batch: number, activations: IntType, symmetric: boolean, reduceRange: boolean): Cut | undefined {
+/** The node alone, in float and in the QDQ form onnxruntime fuses, or undefined when it cannot be cut out. */
+export function cutNode(model: ModelProto, node: NodeProto, meta: Map<string, TensorMeta>, seen: Map<string, readonly number[] | undefined>, ranges: Map<string, {min: number; max: number}>, batch: number, activations: IntType, symmetric: boolean, reduceRange: boolean): Cut | undefined {
   const w = new Map<string, TensorProto>()
   for (const ref of weights(model)) if (ref.path.length === 0) w.set(ref.name, ref.tensor)
   const op = node.opType
@@ -178,7 +178,7 @@ export async function timeNodes(
       let ok = true
       for (const batch of opts.batches) {
         if (opts.signal?.aborted) return out
-        const c = cut(model, node, meta, seen, ranges, batch, opts.activations, opts.symmetric, opts.reduceRange)
+        const c = cutNode(model, node, meta, seen, ranges, batch, opts.activations, opts.symmetric, opts.reduceRange)
         if (!c) {
           ok = false
           break

@@ -5,6 +5,8 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {KilnError} from '../../../src/errors.js'
 import {answerTensors, TensorStats} from '../../../src/compress/quant/calibrate.js'
 import {quantizeModel} from '../../../src/compress/quant/index.js'
+import {cutNode} from '../../../src/compress/quant/node-timing.js'
+import {inferMainGraphTypes} from '../../../src/compress/quant/graph-util.js'
 import {cosine} from '../../../src/compress/quant/math.js'
 import {preprocessModel} from '../../../src/compress/preprocess.js'
 import {upgradeOpset} from '../../../src/compress/quant/opset.js'
@@ -115,6 +117,29 @@ describe('static QDQ on the trained Fashion-MNIST CNN', () => {
 })
 
 describe('hardware-aware static quantization', () => {
+  it('cuts a convolution out in float and in QDQ form that compute the same thing', async () => {
+    const trained = ensureTrainedModels()
+    const model = await readModel(trained.cnn)
+    const meta = await inferMainGraphTypes(model)
+    const conv = model.graph!.node.find((n) => n.opType === 'Conv')!
+    const ranges = new Map([[conv.input[0]!, {min: -1, max: 1}], [conv.output[0]!, {min: -4, max: 4}]])
+    const c = cutNode(model, conv, meta, new Map(), ranges, 2, 'uint8', false, false)!
+    expect(c.shape).toEqual([2, 1, 28, 28])
+    expect(c.int8.graph!.node.map((n) => n.opType)).toContain('QuantizeLinear')
+    const ort = await import('onnxruntime-node')
+    const x = new Float32Array(2 * 784).map((_, i) => Math.sin(i * 0.37))
+    const run = async (m: typeof c.float) => {
+      const s = await ort.InferenceSession.create(modelToBytes(m), {logSeverityLevel: 3})
+      const out = await s.run({[c.input]: new ort.Tensor('float32', x, c.shape)})
+      await s.release()
+      return out.y!.data as Float32Array
+    }
+    const [f, q] = [await run(c.float), await run(c.int8)]
+    expect(f.length).toBe(2 * 16 * 28 * 28)
+    // Same op, same weights: only int8 rounding (and the output range) between them.
+    expect(cosine(f, q)).toBeGreaterThan(0.999)
+  })
+
   it('times every weighted op alone in float and int8, and offers a candidate keeping the ones that lose in float', async () => {
     const trained = ensureTrainedModels()
     const out = path.join(dir, 'fashion_cnn.aware.onnx')
