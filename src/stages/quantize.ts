@@ -76,11 +76,12 @@ export default defineStage({
       progress: (m) => ctx.progress(m),
     })
     if (r.decision === 'kept-input') ctx.log.warn(r.message)
-    const {sensitivity, ...metrics} = r
+    // Per-node tables go to the stage's detailed report, not its metrics.
+    const {sensitivity, nodeTimings, ...metrics} = r
     return {
       artifact: {path: output, format: 'onnx'},
       metrics: metrics as unknown as Record<string, unknown>,
-      report: sensitivity ? {sensitivity} : undefined,
+      report: sensitivity || nodeTimings ? {...(sensitivity ? {sensitivity} : {}), ...(nodeTimings ? {nodeTimings} : {})} : undefined,
     }
   },
 })
