@@ -16,6 +16,7 @@ import {getProfile, usesAllCores} from '../src/runtime/profiles.js'
 import {ensureTrainedModels, fixture, MODELS} from '../test/helpers/fixtures.js'
 
 const ort = await loadOrt()
+const ROUNDS = 9
 const profile = getProfile(process.argv[2] ?? 'cpu-2t')
 const t = ensureTrainedModels()
 const lfw = await writeLfwNpz(fixture('data/lfw_subset.npy'), path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-')), 'lfw.npz'))
@@ -57,12 +58,14 @@ for (const c of cases) {
   const bares: number[] = []
   const kilns: number[] = []
   let acc = 0
-  for (let r = 0; r < 5; r++) {
+  const ratios: number[] = []
+  for (let r = 0; r < ROUNDS; r++) {
     // Alternate which goes first, so drift in the machine's speed does not favour one.
     if (r % 2) bares.push(await bare())
     const k = await kiln()
     if (r % 2 === 0) bares.push(await bare())
     kilns.push(k.rate)
+    ratios.push(k.rate / bares.at(-1)!)
     acc = k.acc!
   }
   // The data path alone (reader, no model): what the overlap has to hide behind inference.
@@ -71,6 +74,11 @@ for (const c of cases) {
   for await (const b of readBatches({name: 'd', path: c.data}, {batchSize: c.batch, inputs: meta, reuse: true, inline: usesAllCores(profile)})) void b
   const readerRate = n / ((performance.now() - r0) / 1000)
   await session.release()
-  const med = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
-  console.log(`${c.name.padEnd(22)} bare ${med(bares).toFixed(0)}/s  kiln eval ${med(kilns).toFixed(0)}/s  ratio ${(med(kilns) / med(bares)).toFixed(3)}  reader alone ${readerRate.toFixed(0)}/s  accuracy ${acc.toFixed(4)}`)
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+  // The spread of the per-round ratios (each kiln pass against the bare pass next to it) shows how
+  // much of a difference between runs is the machine's noise.
+  const q = (xs: number[], f: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(f * xs.length))]!
+  console.log(
+    `${c.name.padEnd(22)} bare ${med(bares).toFixed(0)}/s  kiln eval ${med(kilns).toFixed(0)}/s  ratio ${(med(kilns) / med(bares)).toFixed(3)} (per round ${q(ratios, 0.25).toFixed(2)}–${q(ratios, 0.75).toFixed(2)} interquartile)  reader alone ${readerRate.toFixed(0)}/s  accuracy ${acc.toFixed(4)}`,
+  )
 }
