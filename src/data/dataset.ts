@@ -291,7 +291,7 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
       return makePlan(spec, input, field, pre, format === 'images', options.inputs?.find((i) => i.name === input))
     })
     const wanted = [...new Set([...plans.map((p) => p.field.name), ...(labelField ? [labelField] : [])])]
-    const ahead = readAhead(rowBytesOf(source, wanted) * options.batchSize)
+    const ahead = options.inline ? 0 : readAhead(rowBytesOf(source, wanted) * options.batchSize)
     // Deep enough for the batch the consumer holds, the one prefetched, the chunks being read ahead,
     // and one spare, so that a batch stays valid until the consumer asks for the batch after the next.
     const ring = options.reuse ? bufferRings(ahead + 3) : undefined
@@ -316,16 +316,19 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
       return batch
     }
     batches = source.read ? randomAccess(spec, source, wanted, options, {scratch: ring, sync: options.inline}, ahead) : streamed(spec, source, wanted, options)
-    // Prefetch: start reading batch i+1 before handing batch i to the caller.
+    // Prefetch: start reading batch i+1 before handing batch i to the caller. Reads in line cannot
+    // overlap anything, so they happen when the caller asks, while the data is still in cache.
+    const prefetch = !options.inline
     next = batches.next()
     let count = 0
     for (;;) {
       const r = await next
       if (r.done) break
       if (options.signal?.aborted) throw new KilnError('cancelled', {code: 'E_ABORTED'})
-      next = batches.next()
+      if (prefetch) next = batches.next()
       count++
       yield toBatch(r.value)
+      if (!prefetch) next = batches.next()
     }
     if (count === 0) throw new KilnError(`dataset '${spec.name}' is empty`, {code: 'E_DATA'})
   } finally {
@@ -370,7 +373,7 @@ async function* randomAccess(spec: DatasetSpec, source: Source, wanted: string[]
     const indices = order ? order.slice(start, start + size) : Array.from({length: size}, (_, i) => start + i)
     return source.read!(indices, wanted, how)
   }
-  // Reads run `aheadCount` chunks in front of the caller (see readAhead).
+  // Reads run `aheadCount` chunks in front of the caller (see readAhead); 0 reads on demand.
   const ahead: Promise<Rows>[] = []
   let issued = 0
   const refill = () => {
@@ -383,6 +386,11 @@ async function* randomAccess(spec: DatasetSpec, source: Source, wanted: string[]
   try {
     for (let start = 0; start < total; start += chunkRows) {
       if (options.signal?.aborted) throw new KilnError('cancelled', {code: 'E_ABORTED'})
+      // With nothing read ahead (in-line reads), the chunk is read now.
+      if (issued <= start) {
+        ahead.push(read(start))
+        issued = start + chunkRows
+      }
       const chunk = await ahead.shift()!
       refill()
       for (let s = 0; s < chunk.rows; s += options.batchSize) {

@@ -75,11 +75,27 @@ interface OnDisk {
   offset: number
   dtype: string
   shape: number[]
+  /** The whole array, once read: small arrays (labels) are read once instead of a few rows per batch. */
+  whole?: Promise<TypedArray>
 }
+
+/** Arrays up to this size are read whole on first use and served from memory. */
+const SMALL_ARRAY_BYTES = 1 << 20
 
 async function readRowsAt(a: OnDisk, indices: number[], how?: ReadHow, field?: string): Promise<TypedArray> {
   const Ctor = ctorOf(a.dtype)
   const rowBytes = per(a.shape.slice(1)) * Ctor.BYTES_PER_ELEMENT
+  // A small array costs a read (a system call) per batch for a few hundred bytes: read it once.
+  if (rowBytes * (a.shape[0] ?? 1) <= SMALL_ARRAY_BYTES && indices.length < (a.shape[0] ?? 1)) {
+    a.whole ??= readRowsAt({...a, whole: undefined, shape: [a.shape[0] ?? 1, ...a.shape.slice(1)]}, Array.from({length: a.shape[0] ?? 1}, (_, i) => i), how && {sync: how.sync})
+    const whole = await a.whole
+    const n = rowBytes / Ctor.BYTES_PER_ELEMENT
+    const consecutive = indices.every((v, i) => i === 0 || v === indices[i - 1]! + 1)
+    if (consecutive) return whole.subarray(indices[0]! * n, (indices.at(-1)! + 1) * n) as TypedArray
+    const out = new Ctor(indices.length * n)
+    indices.forEach((r, i) => (out as Float32Array).set((whole as Float32Array).subarray(r * n, (r + 1) * n), i * n))
+    return out
+  }
   // Every byte is overwritten by the reads below (or the read throws), so no zero fill.
   const into = field === undefined ? undefined : how?.scratch?.(field, rowBytes * indices.length)
   const buf = into ? into.subarray(0, rowBytes * indices.length) : Buffer.allocUnsafeSlow(rowBytes * indices.length)
