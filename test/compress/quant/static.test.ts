@@ -132,7 +132,7 @@ describe('hardware-aware static quantization', () => {
       const s = await ort.InferenceSession.create(modelToBytes(m), {logSeverityLevel: 3})
       const out = await s.run({[c.input]: new ort.Tensor('float32', x, c.shape)})
       await s.release()
-      return out.y!.data as Float32Array
+      return Object.values(out)[0]!.data as Float32Array
     }
     const [f, q] = [await run(c.float), await run(c.int8)]
     expect(f.length).toBe(2 * 16 * 28 * 28)
