@@ -88,6 +88,15 @@ export default class Quantize extends KilnCommand {
     }
     if (report.accuracy) this.say(`accuracy fp32 ${report.accuracy.fp32 ?? '-'} → ${report.accuracy.quantized ?? '-'}, agreement ${(report.accuracy.agreement * 100).toFixed(2)}%`)
     if (report.fallback.length) this.say(`kept in float for accuracy: ${report.fallback.length} (see --json for the sensitivity table)`)
+    if (report.calibrationCheck) {
+      const c = report.calibrationCheck
+      this.say(`against the float model on ${c.samples} calibration samples: ${(c.agreement * 100).toFixed(1)}% agreement, output SQNR ${c.sqnrDb.toFixed(1)} dB`)
+    }
+    const losing = (report.nodeTimings ?? []).filter((t) => t.int8Us > t.floatUs)
+    if (losing.length) {
+      const worst = losing.sort((a, b) => b.int8Us / b.floatUs - a.int8Us / a.floatUs).slice(0, 3)
+      this.say(`slower in int8 alone: ${losing.length} of ${report.nodeTimings!.length} ops, the most ${worst.map((t) => `${t.node} (${(t.int8Us / t.floatUs).toFixed(1)}×)`).join(', ')} (see --json for every op's timing)`)
+    }
     return report
   }
 }

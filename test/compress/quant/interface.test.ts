@@ -7,7 +7,7 @@ import {loadStage} from '../../../src/stages/registry.js'
 import {readModel} from '../../../src/onnx/model.js'
 import {writeNpz} from '../../../src/data/npz-write.js'
 import {kiln} from '../../helpers/cli.js'
-import {MODELS, ensureFixtures} from '../../helpers/fixtures.js'
+import {MODELS, ensureFixtures, ensureTrainedModels} from '../../helpers/fixtures.js'
 import {makeStageContext} from '../../helpers/stage.js'
 import {feedsFor} from './models.js'
 
@@ -56,6 +56,16 @@ describe('kiln quantize', () => {
     expect(r.json.decision).toBe('quantized')
     expect(r.json.sizeRatio).toBeLessThan(0.6)
     expect(fs.existsSync(out)).toBe(true)
+  })
+
+  it('says in the terminal how the static model compares with the float one, and which ops are timed', async () => {
+    const trained = ensureTrainedModels()
+    const out = path.join(dir, 'cli.static.onnx')
+    const r = await kiln(['quantize', trained.cnn, '-o', out, '--mode', 'static', '--calibration', trained.calib, '--allow-slower'])
+    expect(r.exitCode).toBe(0)
+    expect(r.stdout).toMatch(/against the float model on 64 calibration samples: \d+\.\d% agreement, output SQNR \d+\.\d dB/)
+    const json = await kiln(['quantize', trained.cnn, '-o', out, '--mode', 'static', '--calibration', trained.calib, '--json'])
+    expect((json.json.nodeTimings as {node: string}[]).map((t) => t.node).sort()).toEqual(['conv1', 'conv2', 'conv3', 'fc'])
   })
 
   it('usage errors exit 2 with what to try', async () => {
