@@ -8,7 +8,7 @@ import type {NpyArray} from './npy.js'
 import type {Preprocess} from './preprocess.js'
 import {centreCrop, normaliseInto, parsePreprocess, resizeBilinear, size2, transposeLayout} from './preprocess.js'
 import {seededRandom, shuffleInPlace} from './random.js'
-import type {Field, ReadHow, Rows, Source} from './sources.js'
+import type {ArrayCtor, Field, ReadHow, Rows, Source} from './sources.js'
 import {csvSource, ctorOf, idxSource, jsonlSource, npySource, npzSource} from './sources.js'
 
 /** One model input's values for a batch, shaped like an onnxruntime tensor. */
@@ -69,7 +69,7 @@ function bufferRings(depth: number): (key: string, bytes: number) => Buffer {
 const ORT_TYPE: Record<string, string> = {
   f4: 'float32', f8: 'float64', i1: 'int8', u1: 'uint8', b1: 'bool', i2: 'int16', u2: 'uint16', i4: 'int32', u4: 'uint32', i8: 'int64', u8: 'uint64',
 }
-const ARRAY_OF: Record<string, {new (n: number): TypedArray}> = {
+const ARRAY_OF: Record<string, ArrayCtor> = {
   float32: Float32Array, float64: Float64Array, int8: Int8Array, uint8: Uint8Array, bool: Uint8Array, int16: Int16Array, uint16: Uint16Array,
   int32: Int32Array, uint32: Uint32Array, int64: BigInt64Array, uint64: BigUint64Array, float16: Float32Array,
 }
@@ -305,8 +305,8 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
         if (plan.identity) out = src
         else {
           const Ctor = ARRAY_OF[plan.type]!
-          const scratch = ring?.(`out:${plan.input}`, rows.rows * m * (Ctor as unknown as {BYTES_PER_ELEMENT: number}).BYTES_PER_ELEMENT)
-          out = scratch ? new (Ctor as unknown as {new (b: ArrayBuffer, o: number, n: number): TypedArray})(scratch.buffer as ArrayBuffer, scratch.byteOffset, rows.rows * m) : new Ctor(rows.rows * m)
+          const scratch = ring?.(`out:${plan.input}`, rows.rows * m * Ctor.BYTES_PER_ELEMENT)
+          out = scratch ? new Ctor(scratch.buffer as ArrayBuffer, scratch.byteOffset, rows.rows * m) : new Ctor(rows.rows * m)
           for (let r = 0; r < rows.rows; r++) plan.convert(src.subarray(r * n, (r + 1) * n) as TypedArray, out, r * m)
         }
         inputs[plan.input] = {type: plan.type, data: (plan.type === 'float16' ? toFloat16Array(out as Float32Array) : out) as BatchTensor['data'], dims: [rows.rows, ...plan.dims]}

@@ -35,7 +35,10 @@ export interface Source {
   close(): Promise<void>
 }
 
-const CTORS: Record<string, {new (n: number): TypedArray; new (b: ArrayBuffer, o: number, n: number): TypedArray; BYTES_PER_ELEMENT: number}> = {
+/** A typed-array constructor: fresh, or a view over a buffer. */
+export type ArrayCtor = {new (n: number): TypedArray; new (b: ArrayBuffer, o: number, n: number): TypedArray; BYTES_PER_ELEMENT: number}
+
+const CTORS: Record<string, ArrayCtor> = {
   f4: Float32Array, f8: Float64Array, i1: Int8Array, u1: Uint8Array, b1: Uint8Array, i2: Int16Array, u2: Uint16Array,
   i4: Int32Array, u4: Uint32Array, i8: BigInt64Array, u8: BigUint64Array,
 }
@@ -86,8 +89,10 @@ async function readRowsAt(a: OnDisk, indices: number[], how?: ReadHow, field?: s
   const Ctor = ctorOf(a.dtype)
   const rowBytes = per(a.shape.slice(1)) * Ctor.BYTES_PER_ELEMENT
   // A small array costs a read (a system call) per batch for a few hundred bytes: read it once.
-  if (rowBytes * (a.shape[0] ?? 1) <= SMALL_ARRAY_BYTES && indices.length < (a.shape[0] ?? 1)) {
-    a.whole ??= readRowsAt({...a, whole: undefined, shape: [a.shape[0] ?? 1, ...a.shape.slice(1)]}, Array.from({length: a.shape[0] ?? 1}, (_, i) => i), how && {sync: how.sync})
+  // (Stored arrays always have a first dimension: a scalar is one row.)
+  const length = a.shape[0]!
+  if (rowBytes * length <= SMALL_ARRAY_BYTES && indices.length < length) {
+    a.whole ??= readRowsAt({...a, whole: undefined}, Array.from({length}, (_, i) => i), how && {sync: how.sync})
     const whole = await a.whole
     const n = rowBytes / Ctor.BYTES_PER_ELEMENT
     const consecutive = indices.every((v, i) => i === 0 || v === indices[i - 1]! + 1)
@@ -318,24 +323,29 @@ export async function idxSource(file: string, labelsFile?: string): Promise<Sour
   }
   if (!gz) {
     const handles = await Promise.all(files.map((f) => fsp.open(f.file, 'r')))
-    const disks: OnDisk[] = []
+    // IDX is big-endian: each file is read as raw bytes per row (kept across reads, so a small
+    // labels file is read whole once), then decoded.
+    const disks: {raw: OnDisk; header: {dtype: string; shape: number[]; headerBytes: number; elementBytes: number}}[] = []
     for (const [i, fd] of handles.entries()) {
       const head = Buffer.alloc(4 + 4 * 8)
       await fd.read(head, 0, head.length, 0)
       const h = parseIdxHeader(head, files[i]!.file)
-      disks.push({fd, offset: h.headerBytes, dtype: h.dtype, shape: h.shape})
+      const elementBytes = ctorOf(h.dtype).BYTES_PER_ELEMENT
+      disks.push({
+        raw: {fd, offset: h.headerBytes, dtype: '|u1', shape: [h.shape[0]!, per(h.shape.slice(1)) * elementBytes]},
+        header: {dtype: h.dtype, shape: h.shape, headerBytes: h.headerBytes, elementBytes},
+      })
     }
     return {
       fields,
       length,
       async read(indices, wanted, how) {
-        // Both files' rows at once (see readRowsAt). IDX is big-endian: read the raw rows, then decode.
+        // Both files' rows at once (see readRowsAt).
         const parts = await Promise.all(
           files.flatMap((f, i) => {
             if (!wanted.includes(f.name)) return []
-            const d = disks[i]!
-            const h = {dtype: d.dtype, shape: d.shape, headerBytes: d.offset, elementBytes: ctorOf(d.dtype).BYTES_PER_ELEMENT}
-            return [readRowsAt({...d, dtype: '|u1', shape: [d.shape[0]!, per(d.shape.slice(1)) * h.elementBytes]}, indices, how && {sync: how.sync}).then((raw) => [f.name, decodeIdxElements(raw as Uint8Array, h, raw.length / h.elementBytes)] as const)]
+            const {raw, header} = disks[i]!
+            return [readRowsAt(raw, indices, how && {sync: how.sync}).then((bytes) => [f.name, decodeIdxElements(bytes as Uint8Array, header, bytes.length / header.elementBytes)] as const)]
           }),
         )
         return {rows: indices.length, values: Object.fromEntries(parts)}
