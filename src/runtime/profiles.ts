@@ -7,9 +7,14 @@ import {createSession, loadOrt} from './ort.js'
 /** Defaults a profile gets for what it leaves out. */
 export const PROFILE_DEFAULTS = {warmup: 10, iterations: 100} as const
 
+/** The cores this process may use. */
+function coreCount(): number {
+  return typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length
+}
+
 /** Built-in profiles: pinned thread counts, so results compare across machines of one kind. */
 export function builtinProfiles(): Record<string, HardwareProfile> {
-  const all = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length
+  const all = coreCount()
   const cpu = (name: string, threads: number): HardwareProfile => ({
     name,
     threads,
@@ -30,8 +35,7 @@ export function builtinProfiles(): Record<string, HardwareProfile> {
  * then competes with inference rather than overlapping it.
  */
 export function usesAllCores(profile: HardwareProfile): boolean {
-  const cores = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length
-  return profile.providers.every((p) => p === 'cpu') && (profile.threads === 0 || profile.threads >= cores)
+  return profile.providers.every((p) => p === 'cpu') && (profile.threads === 0 || profile.threads >= coreCount())
 }
 
 /** A custom profile as written in the pipeline file (no name; everything optional but what the schema defaults). */
