@@ -274,9 +274,10 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
 
   // Static without an accuracy target: still never ship a collapsed model. The calibration samples
   // the ranges came from must come out of the quantized model much as they do from the float one.
+  let checked: Built | undefined
   if (opts.mode === 'static' && !accuracyAware) {
     progress('checking the quantized model against the float one')
-    const built = build({mix: mixes[0]!, extraExcluded}, false)
+    const built = (checked = build({mix: mixes[0]!, extraExcluded}, false))
     const sample: Batch[] = []
     for await (const b of readBatches({...opts.calibration!, limit: Math.min(opts.calibration!.limit ?? Infinity, 64)}, {batchSize, inputs, signal: opts.signal})) sample.push(b)
     const check = await outputAgreement(opts.input, modelToBytes(built.model), sample, opts.profile)
@@ -287,7 +288,8 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   // Candidates: each mix built, checked for accuracy, timed against the input.
   let best: {built: Built; bytes: Uint8Array; score: number; name: string} | undefined
   for (const mix of mixes) {
-    const built = build({mix, extraExcluded}, mixes.length === 1 && !accuracyAware)
+    // The first mix was built already for the check above; the same build serves here.
+    const built = mix === mixes[0] && checked ? checked : build({mix, extraExcluded}, mixes.length === 1 && !accuracyAware)
     if (mixes.length === 1) detachTensors(built.model)
     const cand: CandidateReport = {name: mix.name, quantizedNodes: built.quantizedNodes, accepted: false, reason: ''}
     report.candidates.push(cand)

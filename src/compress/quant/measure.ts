@@ -68,8 +68,14 @@ export interface EvalResult {
   labels?: number[]
 }
 
+/** A session on a model file (as onnxruntime reads it), or on a model in memory. */
+async function sessionOf(model: ModelProto | Uint8Array | string, profile: Partial<HardwareProfile>): Promise<Session> {
+  if (typeof model !== 'string') return sessionFor(model, profile)
+  return (await loadOrt()).InferenceSession.create(model, {logSeverityLevel: 3, intraOpNumThreads: profile.threads ?? 2})
+}
+
 export async function evaluate(model: ModelProto | Uint8Array | string, batches: () => AsyncIterable<Batch>, profile: Partial<HardwareProfile>, signal?: AbortSignal): Promise<EvalResult> {
-  const session = typeof model === 'string' ? await (await loadOrt()).InferenceSession.create(model, {logSeverityLevel: 3, intraOpNumThreads: profile.threads ?? 2}) : await sessionFor(model, profile)
+  const session = await sessionOf(model, profile)
   const preds: number[] = []
   const labels: number[] = []
   let hasLabels = true
@@ -98,8 +104,7 @@ export async function evaluate(model: ModelProto | Uint8Array | string, batches:
  * predictions (see {@link predictions}) and the SQNR (dB) of each float output, averaged.
  */
 export async function outputAgreement(ref: ModelProto | Uint8Array | string, test: ModelProto | Uint8Array, batches: Batch[], profile: Partial<HardwareProfile>): Promise<{samples: number; agreement: number; sqnrDb: number}> {
-  const ort = await loadOrt()
-  const a = typeof ref === 'string' ? await ort.InferenceSession.create(ref, {logSeverityLevel: 3, intraOpNumThreads: profile.threads ?? 2}) : await sessionFor(ref, profile)
+  const a = await sessionOf(ref, profile)
   const b = await sessionFor(test, profile)
   let same = 0
   let n = 0
