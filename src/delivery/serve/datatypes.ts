@@ -67,6 +67,11 @@ export function elementSize(datatype: OipDatatype): number {
   return INFO[datatype].size
 }
 
+/** The buffers these tensors' data live in, each once (tensors of one request can share its body). */
+export function tensorBuffers(tensors: readonly RawTensor[]): ArrayBuffer[] {
+  return [...new Set(tensors.flatMap((t) => (Array.isArray(t.data) ? [] : [t.data.buffer as ArrayBuffer])))]
+}
+
 /** A fresh typed array of `length` elements (unused for BYTES). */
 export function allocate(datatype: OipDatatype, length: number): NumericArray {
   const a = INFO[datatype].make(length)

@@ -1,4 +1,5 @@
 import {Worker} from 'node:worker_threads'
+import {tensorBuffers} from './datatypes.js'
 import type {RawTensor} from './datatypes.js'
 import type {BufferPool} from './buffers.js'
 import {HttpError} from './http-error.js'
@@ -200,7 +201,7 @@ export class InferencePool implements InferenceRunner {
       const chosen = slot
       chosen.inflight++
       // Tensors of one request can share a buffer (views of its body): each buffer moves once.
-      const transfer = [...new Set(job.inputs.flatMap((t) => (Array.isArray(t.data) ? [] : [t.data.buffer as ArrayBuffer])))]
+      const transfer = tensorBuffers(job.inputs)
       this.send(chosen, {op: 'run', id: 0, key: job.key, inputs: job.inputs, outputs: job.outputs}, transfer)
         .then((msg) => {
           if ((msg.op === 'result' || msg.op === 'error') && msg.returned) for (const b of msg.returned) this.options.buffers?.give(b)

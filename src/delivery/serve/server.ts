@@ -2,6 +2,7 @@ import http, {type IncomingMessage, type ServerResponse} from 'node:http'
 import type {AddressInfo} from 'node:net'
 import {HttpError} from './http-error.js'
 import {BufferPool} from './buffers.js'
+import {tensorBuffers} from './datatypes.js'
 import {discardBody, readBody, send, sendJson, tokenChecker} from './http-util.js'
 import {decodeInferRequest, splitBody} from './infer-request.js'
 import {encodeInferResponse} from './infer-response.js'
@@ -147,7 +148,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       // Unless they went to a worker (then the worker hands them back), the body's memory and the
       // tensor copies are free again. Buffers a worker took are detached here, and ignored.
       if (body.pooled) buffers.give(body.bytes.buffer as ArrayBuffer)
-      for (const t of request?.inputs ?? []) if (!Array.isArray(t.data)) buffers.give(t.data.buffer as ArrayBuffer)
+      for (const b of tensorBuffers(request?.inputs ?? [])) buffers.give(b)
     }
   }
 

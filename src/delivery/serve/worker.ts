@@ -1,4 +1,5 @@
 import {parentPort} from 'node:worker_threads'
+import {tensorBuffers} from './datatypes.js'
 import type {TensorData} from './datatypes.js'
 import {SessionHost} from './session-host.js'
 import type {FromWorker, ToWorker} from './worker-protocol.js'
@@ -29,7 +30,7 @@ function ownedData(data: TensorData): {data: TensorData; transfer?: ArrayBuffer}
 /** The buffers a run's inputs live in, each once: they go back to the HTTP thread for reuse. */
 function inputBuffers(msg: ToWorker): ArrayBuffer[] {
   if (msg.op !== 'run') return []
-  return [...new Set(msg.inputs.flatMap((t) => (Array.isArray(t.data) ? [] : [t.data.buffer as ArrayBuffer])))].filter((b) => b.byteLength > 0)
+  return tensorBuffers(msg.inputs).filter((b) => b.byteLength > 0)
 }
 
 async function handle(msg: ToWorker): Promise<void> {
