@@ -4,6 +4,7 @@
 //    Fashion-MNIST MLP and CNN on the full 10k test set;
 //  - fp16 size ratio and output cosine on real inputs;
 //  - int8 vs fp32 latency A/B at batch 1 and 32 (and what the never-slower choice ships);
+//  - Silero (its network inside If branches) static int8 on real speech: agreement and latency;
 //  - a generated ≥400 MB transformer-shaped model through dynamic and int4: time and peak RSS
 //    (each in its own process, so the RSS is that run's alone).
 //
@@ -25,7 +26,7 @@ import {benchmarkAB} from '../src/runtime/bench.js'
 import {getProfile} from '../src/runtime/profiles.js'
 import {MODELS, ensureTrainedModels} from '../test/helpers/fixtures.js'
 import {writeLfwNpz} from '../test/compress/quant/lfw.js'
-import {feedsFor, runModel, transformerModel} from '../test/compress/quant/models.js'
+import {feedsFor, runModel, sileroAgreement, sileroStream, transformerModel} from '../test/compress/quant/models.js'
 import type {ModelKey} from '../test/compress/quant/models.js'
 
 // Child mode: quantize one file and report time and peak RSS.
@@ -157,6 +158,23 @@ for (const [label, model, mode, calibration] of [
   const r = await quantizeModel({input: MODELS.blazeface, output: out('bf.shipped.onnx'), mode: 'static', calibration: calibLfw, method: 'percentile', profile})
   console.log(`BlazeFace static, never-slower: ${r.message}; ${r.candidates.map((c) => `${c.name}: ${c.reason}`).join('; ')}`)
   latency.push({label: 'BlazeFace static', shipped: r.decision, candidates: r.candidates.map((c) => ({name: c.name, latency: c.latency, reason: c.reason}))})
+}
+// Silero: the whole network inside If branches, weights in Constant nodes. Calibrated on two streamed
+// recordings (each chunk with the state the float model carried into it), scored on three others.
+for (const key of ['sileroV5', 'sileroLegacy'] as const) {
+  const cal = await sileroStream(key, ['cards-001.wav', 'cards-002.wav'], 1000, out(`${key}-cal.npz`))
+  const held = await sileroStream(key, ['cards-003.wav', 'cards-004.wav', 'cards-005.wav'], 1000, out(`${key}-held.npz`))
+  for (const method of ['minmax', 'entropy'] as const) {
+    const raw = out(`${key}.${method}.onnx`)
+    const r = await quantizeModel({input: MODELS[key], output: raw, mode: 'static', method, calibration: {name: 'speech', path: cal.npz}, profile, neverSlower: false})
+    const {agreement: agree, meanAbsError} = await sileroAgreement(raw, held)
+    const feeds = held.feeds[0]!
+    const ab = await benchmarkAB({baseline: MODELS[key], candidate: raw}, {...profile, batch: [1]}, {rounds: quick ? 6 : 12, iterations: quick ? 100 : 400, compressedSize: false, feeds: () => feeds})
+    const c = ab.comparisons[0]!
+    const row = {label: `${key} static ${method}`, chunks: held.feeds.length, agreement: agree, meanAbsError, quantizedNodes: r.quantizedNodes, speedup: c.speedup, low: c.low, high: c.high}
+    console.log(`${row.label}: ${JSON.stringify(r.quantizedNodes)} in ${r.seconds.toFixed(1)} s; speech/no-speech agreement with fp32 ${pct(row.agreement)} on ${row.chunks} held-out chunks, mean |Δp| ${row.meanAbsError.toFixed(4)}; batch 1 ${c.speedup.toFixed(2)}× [${c.low.toFixed(2)}–${c.high.toFixed(2)}]`)
+    latency.push(row)
+  }
 }
 results.latency = latency
 }

@@ -152,6 +152,8 @@ interface Plan {
   /** Per-sample shape after resize/crop/layout, before reshaping to the model's dims. */
   shape: number[]
   dims: number[]
+  /** False for an input with no batch axis of its own (a scalar, a recurrent state [layers, batch, h]): one sample is the whole input. */
+  batched: boolean
   type: string
   /** The values pass unchanged (same element type, no transform): batches are copied whole. */
   identity: boolean
@@ -194,8 +196,11 @@ function makePlan(spec: DatasetSpec, input: string, field: Field, pre: Preproces
   // Fit the model's sample shape: equal, or the same element count (a flat row for a 28×28 input).
   const modelDims = meta?.dims.slice(1)
   let dims = shape
-  if (modelDims) {
-    const fits = modelDims.length === shape.length && modelDims.every((d, i) => typeof d !== 'number' || d < 0 || d === shape[i])
+  const fitsDims = (want: (number | string)[]) => want.length === shape.length && want.every((d, i) => typeof d !== 'number' || d < 0 || d === shape[i])
+  // A sample shaped like the whole input (a scalar, a recurrent state with the batch inside) is fed as is.
+  const batched = !(meta && (meta.dims.length === 0 || (!fitsDims(modelDims!) && fitsDims(meta.dims))))
+  if (modelDims && batched) {
+    const fits = fitsDims(modelDims)
     const fixed = modelDims.every((d) => typeof d === 'number' && d > 0) ? (modelDims as number[]) : undefined
     if (!fits) {
       if (fixed && fixed.reduce((a, b) => a * b, 1) === shape.reduce((a, b) => a * b, 1)) dims = fixed
@@ -232,6 +237,7 @@ function makePlan(spec: DatasetSpec, input: string, field: Field, pre: Preproces
     field,
     shape,
     dims,
+    batched,
     type,
     identity: steps.length === 0 && !numeric && type === rawType && type !== 'float16',
     convert(src, out, offset) {
@@ -291,6 +297,8 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
       return makePlan(spec, input, field, pre, format === 'images', options.inputs?.find((i) => i.name === input))
     })
     const wanted = [...new Set([...plans.map((p) => p.field.name), ...(labelField ? [labelField] : [])])]
+    // An input with no batch axis holds one sample: such a model reads one sample a batch.
+    if (options.batchSize > 1 && plans.some((p) => !p.batched)) options = {...options, batchSize: 1}
     const ahead = options.inline ? 0 : readAhead(rowBytesOf(source, wanted) * options.batchSize)
     // Deep enough for the batch the consumer holds, the one prefetched, the chunks being read ahead,
     // and one spare, so that a batch stays valid until the consumer asks for the batch after the next.
@@ -309,7 +317,7 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
           out = scratch ? new Ctor(scratch.buffer as ArrayBuffer, scratch.byteOffset, rows.rows * m) : new Ctor(rows.rows * m)
           for (let r = 0; r < rows.rows; r++) plan.convert(src.subarray(r * n, (r + 1) * n) as TypedArray, out, r * m)
         }
-        inputs[plan.input] = {type: plan.type, data: (plan.type === 'float16' ? toFloat16Array(out as Float32Array) : out) as BatchTensor['data'], dims: [rows.rows, ...plan.dims]}
+        inputs[plan.input] = {type: plan.type, data: (plan.type === 'float16' ? toFloat16Array(out as Float32Array) : out) as BatchTensor['data'], dims: plan.batched ? [rows.rows, ...plan.dims] : plan.dims}
       }
       const batch: Batch = {inputs, size: rows.rows}
       if (labelField) batch.labels = Float64Array.from(rows.values[labelField] as ArrayLike<number>, Number)

@@ -199,6 +199,28 @@ describe('readBatches', () => {
     await expect(all({path: dir, preprocess: {dtype: 'float32'}}, 4, [{name: 'x', type: 'float32', dims: [1, 3, 8, 8]}])).rejects.toThrow(/bad\.png/)
   })
 
+  it('feeds inputs with no batch axis of their own (a scalar, a recurrent state) one sample a batch, shaped like the whole input', async () => {
+    // Silero's inputs: audio [batch, samples], state [2, batch, 128] and a scalar sample rate.
+    const SILERO: InputMeta[] = [
+      {name: 'input', type: 'float32', dims: ['', '']},
+      {name: 'state', type: 'float32', dims: [2, '', 128]},
+      {name: 'sr', type: 'int64', dims: []},
+    ]
+    const n = 3
+    const file = path.join(tmp, 'stateful.npz')
+    await writeNpz(file, {
+      input: {dtype: '<f4', shape: [n, 512], data: Float32Array.from({length: n * 512}, (_, i) => i)},
+      state: {dtype: '<f4', shape: [n, 2, 1, 128], data: Float32Array.from({length: n * 256}, (_, i) => -i)},
+      sr: {dtype: '<i8', shape: [n], data: BigInt64Array.of(16000n, 8000n, 16000n)},
+    })
+    const batches = await all({path: file}, 16, SILERO)
+    expect(batches.map((b) => b.size)).toEqual([1, 1, 1])
+    expect(batches.map((b) => [b.inputs.input!.dims, b.inputs.state!.dims, b.inputs.sr!.dims])).toEqual(Array(3).fill([[1, 512], [2, 1, 128], []]))
+    expect(Array.from(batches[1]!.inputs.sr!.data as BigInt64Array)).toEqual([8000n])
+    expect((batches[2]!.inputs.state!.data as Float32Array)[0]).toBe(-512)
+    expect((batches[2]!.inputs.input!.data as Float32Array)[0]).toBe(1024)
+  })
+
   it('explains a shape mismatch, naming the input and both shapes', async () => {
     const file = path.join(tmp, 'wrong.npz')
     await writeNpz(file, {input: {dtype: '<f4', shape: [4, 3, 10, 10], data: new Float32Array(1200)}})

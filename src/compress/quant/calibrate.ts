@@ -4,11 +4,11 @@
  * bounded: per tensor only a running min/max and a fixed-size histogram of |x| are kept.
  */
 import {KilnError} from '../../errors.js'
-import {ValueInfoProtoSchema, create} from '../../onnx/proto.js'
-import type {GraphProto, ModelProto} from '../../onnx/proto.js'
+import {walkGraphs} from '../../onnx/graph.js'
+import type {ModelProto} from '../../onnx/proto.js'
 import type {Batch} from '../../data/dataset.js'
 import {loadOrt} from '../../runtime/ort.js'
-import {producersOf, sessionFor} from './graph-util.js'
+import {exposedModel, producersOf, sessionFor} from './graph-util.js'
 
 export type CalibrationMethod = 'minmax' | 'percentile' | 'entropy'
 
@@ -24,7 +24,12 @@ export class TensorStats {
   /** The shape of the last batch seen (the batch dimension included). */
   dims?: number[]
 
+  /** Values seen so far. */
+  count = 0
+
   add(data: Float32Array, dims?: readonly number[]): void {
+    if (data.length === 0) return
+    this.count += data.length
     if (dims) this.dims = [...dims]
     let lo = this.min
     let hi = this.max
@@ -158,16 +163,16 @@ export interface CalibrationResult {
 }
 
 /**
- * Run `batches` through `model` and collect statistics of `tensors`. The model is copied; the
- * copy lists the tensors as extra outputs so onnxruntime hands them back.
+ * Run `batches` through `model` and collect statistics of `tensors`, wherever they are computed
+ * (subgraphs included). A copy of the model hands them out as extra outputs. A tensor in an If
+ * branch that no sample took gets no statistics.
  */
 export async function calibrate(model: ModelProto, tensors: string[], batches: AsyncIterable<Batch>, opts: {threads?: number; signal?: AbortSignal; onBatch?: (samples: number) => void} = {}): Promise<CalibrationResult> {
   const ort = await loadOrt()
-  const graph = model.graph!
-  const existing = new Set(graph.output.map((o) => o.name))
-  const copy = {...model, graph: {...graph, output: [...graph.output, ...tensors.filter((t) => !existing.has(t)).map((name) => create(ValueInfoProtoSchema, {name}))]}} as ModelProto
-  const session = await sessionFor(copy, {threads: opts.threads ?? 2}, 'basic')
-  const stats = new Map(tensors.map((t) => [t, new TensorStats()]))
+  const exposed = exposedModel(model, tensors)
+  const session = await sessionFor(exposed.bytes, {threads: opts.threads ?? 2}, 'basic')
+  const stats = new Map([...exposed.outputs.keys()].map((t) => [t, new TensorStats()]))
+  const fetch = [...new Set(exposed.outputs.values())]
   let samples = 0
   let count = 0
   try {
@@ -175,12 +180,12 @@ export async function calibrate(model: ModelProto, tensors: string[], batches: A
       if (opts.signal?.aborted) throw new KilnError('cancelled', {code: 'E_ABORTED'})
       const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {}
       for (const [name, t] of Object.entries(batch.inputs)) feeds[name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, t.dims)
-      const out = await session.run(feeds, tensors)
-      for (const name of tensors) {
-        const v = out[name]
+      const out = await session.run(feeds, fetch)
+      for (const [name, output] of exposed.outputs) {
+        const v = out[output]
         if (v && v.type === 'float32') stats.get(name)!.add(v.data as Float32Array, v.dims)
-        v?.dispose?.()
       }
+      for (const v of Object.values(out)) v.dispose?.()
       samples += batch.size
       count++
       opts.onBatch?.(samples)
@@ -200,18 +205,21 @@ const LAYOUT_OPS = new Set(['Reshape', 'Transpose', 'Concat', 'Squeeze', 'Unsque
  * ops that move values without changing them (a detector's score map reshaped and concatenated
  * into its output). Their extremes are the result itself (the one anchor that found the face), so
  * clipping calibration (percentile, entropy) must not cut them: they keep their observed range.
+ * Inside a subgraph, the body's outputs count likewise: they are what the owner node hands on.
  */
-export function answerTensors(graph: GraphProto): Set<string> {
-  const producers = producersOf(graph)
+export function answerTensors(model: ModelProto): Set<string> {
   const out = new Set<string>()
-  const stack = graph.output.map((o) => o.name)
-  while (stack.length) {
-    const name = stack.pop()!
-    if (out.has(name)) continue
-    out.add(name)
-    const p = producers.get(name)
-    // The data input only (Reshape's shape, Gather's indices and Slice's bounds are not values).
-    if (p && LAYOUT_OPS.has(p.opType)) stack.push(...(p.opType === 'Concat' ? p.input : p.input.slice(0, 1)).filter(Boolean))
+  for (const {graph} of walkGraphs(model)) {
+    const producers = producersOf(graph)
+    const stack = graph.output.map((o) => o.name)
+    while (stack.length) {
+      const name = stack.pop()!
+      if (out.has(name)) continue
+      out.add(name)
+      const p = producers.get(name)
+      // The data input only (Reshape's shape, Gather's indices and Slice's bounds are not values).
+      if (p && LAYOUT_OPS.has(p.opType)) stack.push(...(p.opType === 'Concat' ? p.input : p.input.slice(0, 1)).filter(Boolean))
+    }
   }
   return out
 }

@@ -71,7 +71,7 @@ export interface FallbackUnit {
 export function candidateMixes(model: ModelProto, mode: ModeContext['mode']): Mix[] {
   if (mode === 'fp16' || mode === 'int4') return [{name: mode === 'fp16' ? 'all float ops' : 'all MatMul'}]
   const ops = new Set<string>()
-  for (const {node, path} of allNodes(model)) if (mode === 'dynamic' || path.length === 0) ops.add(node.opType)
+  for (const {node} of allNodes(model)) ops.add(node.opType)
   const hasConv = ops.has('Conv')
   const hasMatMul = ops.has('MatMul') || ops.has('Gemm')
   const mixes: Mix[] = [{name: 'all', arith: true}]
@@ -91,22 +91,22 @@ export function buildCandidate(model: ModelProto, ctx: ModeContext, cfg: BuildCo
   if (ctx.mode === 'static') {
     const opts = {
       perChannel: ctx.perChannel, activations: ctx.activations, symmetricActivations: !!ctx.symmetric, reduceRange: ctx.reduceRange, excluded,
-      weightedOps: cfg.mix.ops ? new Set(cfg.mix.ops) : undefined, quantizeArith: cfg.mix.arith !== false, keepFloat: cfg.mix.keepFloat,
+      weightedOps: cfg.mix.ops ? new Set(cfg.mix.ops) : undefined, quantizeArith: cfg.mix.arith !== false, keepFloat: cfg.mix.keepFloat, fallback: cfg.extraExcluded,
     }
     const plan = planStatic(model, ctx.meta!, opts)
     const producer = new Map<string, NodeProto>()
-    for (const n of model.graph!.node) for (const o of n.output) producer.set(o, n)
-    for (const act of plan.absorbed) producer.set(act.output[0]!, producer.get(act.input[0]!) ?? act)
+    for (const {node: n} of allNodes(model)) for (const o of n.output) producer.set(o, n)
+    for (const g of plan.graphs) for (const act of g.absorbed) producer.set(act.output[0]!, producer.get(act.input[0]!) ?? act)
     const ranges = new Map([...ctx.ranges!].filter(([t]) => !cfg.extraExcluded.has(t)))
     const r = applyStatic(model, plan, ranges, opts)
-    const produced = new Set(model.graph!.node.flatMap((n) => n.output))
-    for (const t of plan.tensors) {
+    const produced = new Set([...allNodes(model)].flatMap(({node: n}) => n.output))
+    for (const t of new Set(plan.graphs.flatMap((g) => g.tensors))) {
       const dq = `${t}_DequantizeLinear`
       if (!produced.has(dq)) continue
       const p = producer.get(t)
       units.push({key: t, node: p ? nodeLabel(p) : t, opType: p?.opType ?? 'input', ref: t, test: dq})
     }
-    return {model, quantizedNodes: r.quantizedNodes, leftFloat: plan.leftFloat, units}
+    return {model, quantizedNodes: r.quantizedNodes, leftFloat: [...plan.leftFloat, ...r.leftFloat], units}
   }
   if (ctx.mode === 'dynamic') {
     const targets: NodeProto[] = []

@@ -3,11 +3,13 @@
  * graph), fresh tensor names, dead-weight removal, and onnxruntime sessions on in-memory models.
  */
 import {KilnError} from '../../errors.js'
-import {walkGraphs, weights} from '../../onnx/graph.js'
+import {makeNode} from '../../onnx/build.js'
+import {attrInt, walkGraphs, weights} from '../../onnx/graph.js'
 import type {WeightRef} from '../../onnx/graph.js'
 import {modelToBytes} from '../../onnx/model.js'
-import {ValueInfoProtoSchema, create} from '../../onnx/proto.js'
+import {DataType, ValueInfoProtoSchema, create} from '../../onnx/proto.js'
 import type {GraphProto, ModelProto, NodeProto} from '../../onnx/proto.js'
+import {dtypeName, makeTensor} from '../../onnx/tensor.js'
 import {loadOrt} from '../../runtime/ort.js'
 import type {Ort} from '../../runtime/ort.js'
 import type {HardwareProfile} from '../../stages/types.js'
@@ -107,10 +109,11 @@ export interface TensorMeta {
 }
 
 /**
- * Type and shape of every tensor of the main graph, as onnxruntime infers them: a copy of the
- * model lists every node output as a graph output (with no type, which onnxruntime fills in).
+ * Type and shape of every tensor: the main graph's as onnxruntime infers them (a copy of the model
+ * lists every node output as a graph output, with no type, which onnxruntime fills in), and the
+ * types of tensors inside If/Loop/Scan bodies by each op's type rule (`subgraphTypes`).
  */
-export async function inferMainGraphTypes(model: ModelProto): Promise<Map<string, TensorMeta>> {
+export async function inferTypes(model: ModelProto): Promise<Map<string, TensorMeta>> {
   const copy = {...model, graph: {...model.graph!, output: [...model.graph!.output]}} as ModelProto
   const graph = copy.graph as GraphProto
   const seen = new Set(graph.output.map((o) => o.name))
@@ -121,7 +124,129 @@ export async function inferMainGraphTypes(model: ModelProto): Promise<Map<string
   const inMeta = (session as unknown as {inputMetadata: {name: string; isTensor: boolean; type?: string; shape?: (number | string)[]}[]}).inputMetadata
   for (const m of [...meta, ...inMeta]) if (m.isTensor && m.type) out.set(m.name, {type: m.type, shape: m.shape ?? []})
   await session.release()
+  subgraphTypes(model, out)
   return out
+}
+
+/** Ops whose first output has the element type of their first input. */
+const SAME_TYPE_OPS = new Set([
+  'Conv', 'ConvTranspose', 'MatMul', 'Gemm', 'Relu', 'LeakyRelu', 'PRelu', 'Sigmoid', 'Tanh', 'Softmax', 'LogSoftmax', 'Clip', 'Abs', 'Neg', 'Exp', 'Log',
+  'Sqrt', 'Pow', 'Reciprocal', 'Floor', 'Ceil', 'Round', 'Add', 'Sub', 'Mul', 'Div', 'Max', 'Min', 'Mean', 'Sum', 'Erf', 'HardSigmoid', 'HardSwish', 'Elu',
+  'Selu', 'Softplus', 'Softsign', 'Sin', 'Cos', 'MaxPool', 'AveragePool', 'GlobalAveragePool', 'GlobalMaxPool', 'LpPool', 'ReduceMean', 'ReduceSum', 'ReduceMax',
+  'ReduceMin', 'ReduceProd', 'ReduceL1', 'ReduceL2', 'ReduceLogSumExp', 'ReduceSumSquare', 'BatchNormalization', 'InstanceNormalization', 'LayerNormalization',
+  'Reshape', 'Transpose', 'Squeeze', 'Unsqueeze', 'Flatten', 'Concat', 'Slice', 'Gather', 'GatherElements', 'GatherND', 'Expand', 'Tile', 'Pad', 'Resize',
+  'Upsample', 'DepthToSpace', 'SpaceToDepth', 'Identity', 'Dropout', 'CumSum', 'Range', 'TopK', 'ReverseSequence', 'ScatterElements', 'ScatterND',
+])
+/** Ops whose inputs all share one element type (the first that is known gives it). */
+const SHARED_TYPE_OPS = new Set(['Add', 'Sub', 'Mul', 'Div', 'Max', 'Min', 'Mean', 'Sum', 'Concat', 'MatMul', 'Gemm', 'Conv', 'ConvTranspose'])
+/** Ops whose every output has the element type of their first input. */
+const ALL_SAME_TYPE_OPS = new Set(['Split', 'LSTM', 'GRU', 'RNN'])
+const INT64_OPS = new Set(['Shape', 'Size', 'NonZero', 'ArgMax', 'ArgMin'])
+const BOOL_OPS = new Set(['Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual', 'Not', 'And', 'Or', 'Xor', 'IsNaN', 'IsInf'])
+
+/**
+ * Element types of the tensors inside subgraphs, which onnxruntime does not report: forward from
+ * what the enclosing graphs know, by each op's type rule. A tensor no rule covers stays unknown,
+ * and unknown is never taken for float.
+ */
+export function subgraphTypes(model: ModelProto, types: Map<string, TensorMeta>): void {
+  const set = (name: string | undefined, type: string | undefined) => {
+    if (name && type && !types.has(name)) types.set(name, {type, shape: []})
+  }
+  const visit = (graph: GraphProto, isMain: boolean) => {
+    if (!isMain) for (const i of graph.input) set(i.name, i.type?.value.case === 'tensorType' ? dtypeName(i.type.value.value.elemType) : undefined)
+    for (const node of graph.node) {
+      for (const attr of node.attribute) {
+        if (attr.g) visit(attr.g, false)
+        for (const g of attr.graphs) visit(g, false)
+      }
+      if (isMain || node.domain !== '') continue
+      const op = node.opType
+      const first = SHARED_TYPE_OPS.has(node.opType) ? node.input.map((i) => types.get(i)?.type).find(Boolean) : types.get(node.input[0] ?? '')?.type
+      if (op === 'Constant') set(node.output[0], node.attribute.find((a) => a.t)?.t ? dtypeName(node.attribute.find((a) => a.t)!.t!.dataType) : undefined)
+      else if (op === 'Cast') set(node.output[0], dtypeName(attrInt(node, 'to', 0)))
+      else if (op === 'CastLike') set(node.output[0], types.get(node.input[1] ?? '')?.type)
+      else if (op === 'Where') set(node.output[0], types.get(node.input[1] ?? '')?.type)
+      else if (op === 'ConstantOfShape') set(node.output[0], dtypeName(node.attribute.find((a) => a.name === 'value')?.t?.dataType ?? DataType.FLOAT))
+      else if (INT64_OPS.has(op)) set(node.output[0], 'int64')
+      else if (BOOL_OPS.has(op)) set(node.output[0], 'bool')
+      else if (ALL_SAME_TYPE_OPS.has(op)) for (const o of node.output) set(o, first)
+      else if (SAME_TYPE_OPS.has(op)) set(node.output[0], first)
+      else if (op === 'If') {
+        const then = node.attribute.find((a) => a.name === 'then_branch')?.g
+        node.output.forEach((o, i) => set(o, types.get(then?.output[i]?.name ?? '')?.type))
+      }
+    }
+  }
+  if (model.graph) visit(model.graph, true)
+}
+
+/** Ops whose bodies can hand a tensor out: If (either branch), Loop and Scan (as an extra scan output). */
+const EXPOSING_OPS = new Set(['If', 'Loop', 'Scan'])
+
+/**
+ * The model serialised with each named float tensor readable as a model output, wherever it is
+ * computed. A tensor inside an If branch, a Loop or a Scan body is threaded out through its owner
+ * node, level by level: an extra output of the body and of the node (the other If branch hands out
+ * an empty tensor, so a branch that did not run yields no values; a Loop or Scan stacks its
+ * iterations). Returns the bytes and, for each tensor, the output name to ask onnxruntime for;
+ * tensors that cannot be reached are left out. The model itself is left as it was.
+ */
+export function exposedModel(model: ModelProto, tensors: readonly string[]): {bytes: Uint8Array; outputs: Map<string, string>} {
+  // Where each tensor is computed, and which node (in which graph) owns each body.
+  const home = new Map<string, GraphProto>()
+  const owner = new Map<GraphProto, {node: NodeProto; attr: string; parent: GraphProto}>()
+  const walk = (graph: GraphProto) => {
+    if (graph === model.graph) for (const i of graph.input) home.set(i.name, graph)
+    for (const node of graph.node) {
+      for (const o of node.output) if (o) home.set(o, graph)
+      for (const attr of node.attribute) if (attr.g) (owner.set(attr.g, {node, attr: attr.name, parent: graph}), walk(attr.g))
+    }
+  }
+  walk(model.graph!)
+  const names = new NameScope(model)
+  // Lists are replaced by edited copies; the originals go back in place when done.
+  const undo: (() => void)[] = []
+  const copied = new Set<object>()
+  const list = <T extends object, K extends keyof T>(obj: T, key: K): T[K] => {
+    if (!copied.has(obj[key] as object)) {
+      const old = obj[key]
+      undo.push(() => (obj[key] = old))
+      obj[key] = [...(old as unknown[])] as T[K]
+      copied.add(obj[key] as object)
+    }
+    return obj[key]
+  }
+  const reach = (name: string, graph: GraphProto): string | undefined => {
+    const up = owner.get(graph)
+    if (!up) {
+      if (!graph.output.some((o) => o.name === name)) (list(graph, 'output') as GraphProto['output']).push(create(ValueInfoProtoSchema, {name}))
+      return name
+    }
+    const {node, attr, parent} = up
+    if (!EXPOSING_OPS.has(node.opType) || node.domain !== '' || graph.output.some((o) => o.name === name)) return undefined
+    const out = names.fresh(`${name}_exposed`)
+    ;(list(graph, 'output') as GraphProto['output']).push(create(ValueInfoProtoSchema, {name}))
+    ;(list(node, 'output') as string[]).push(out)
+    for (const other of node.attribute) {
+      if (node.opType !== 'If' || other.name === attr || !other.g) continue
+      const empty = names.fresh(`${name}_not_taken`)
+      ;(list(other.g, 'node') as NodeProto[]).push(makeNode('Constant', [], [empty], {value: makeTensor(empty, DataType.FLOAT, [0], new Float32Array(0))}, {name: empty}))
+      ;(list(other.g, 'output') as GraphProto['output']).push(create(ValueInfoProtoSchema, {name: empty}))
+    }
+    return reach(out, parent)
+  }
+  const outputs = new Map<string, string>()
+  try {
+    for (const t of tensors) {
+      const graph = home.get(t)
+      const name = graph && reach(t, graph)
+      if (name) outputs.set(t, name)
+    }
+    return {bytes: modelToBytes(model), outputs}
+  } finally {
+    for (const u of undo.reverse()) u()
+  }
 }
 
 /** Consumers of each tensor name in one graph, with the input slot. */

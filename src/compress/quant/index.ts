@@ -12,7 +12,7 @@ import {valueInfoShape} from '../../onnx/build.js'
 import {allNodes, allTensors} from '../../onnx/graph.js'
 import {modelToBytes, opsetVersion, readModel, writeModel} from '../../onnx/model.js'
 import {ModelProtoSchema, clone} from '../../onnx/proto.js'
-import type {GraphProto, ModelProto, NodeProto} from '../../onnx/proto.js'
+import type {ModelProto, NodeProto} from '../../onnx/proto.js'
 import {dtypeName} from '../../onnx/tensor.js'
 import type {DatasetSpec, HardwareProfile} from '../../stages/types.js'
 import {atomicWriteFile} from '../../util/fs.js'
@@ -22,7 +22,7 @@ import {answerTensors, calibrate} from './calibrate.js'
 import type {CalibrationMethod, TensorStats} from './calibrate.js'
 import {buildCandidate, candidateMixes} from './candidates.js'
 import type {BuildConfig, Built, ModeContext} from './candidates.js'
-import {inferMainGraphTypes, producersOf, sessionFor} from './graph-util.js'
+import {inferTypes, sessionFor} from './graph-util.js'
 import type {ABResult} from './measure.js'
 import {agreement, evaluate, latencyAB, outputAgreement, syntheticInputs, tensorSqnr} from './measure.js'
 import {checkOpset, upgradeOpset} from './opset.js'
@@ -146,7 +146,9 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   const work = await readModel(opts.input)
   const from = checkOpset(work)
   const inputs = modelInputs(work)
-  const fixedBatch = inputs.map((i) => i.dims[0]).find((d): d is number => typeof d === 'number' && d > 0)
+  // A fixed batch size only when every input with a batch axis says the same (Silero's state is [2, batch, 128]).
+  const leading = inputs.filter((i) => i.dims.length > 0).map((i) => i.dims[0])
+  const fixedBatch = typeof leading[0] === 'number' && leading[0] > 0 && leading.every((d) => d === leading[0]) ? leading[0] : undefined
   const batchSize = fixedBatch ?? opts.batchSize ?? 16
   const cpu = detectCpu()
   const activations = opts.activations ?? 'uint8'
@@ -179,7 +181,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     if (!opts.calibration) {
       throw new KilnError('static quantization needs a calibration dataset', {code: 'E_QUANT_NO_CALIBRATION', exitCode: 2, tryMessage: 'Pass --calibration DATA.npz (100–500 representative samples), or use --mode dynamic.'})
     }
-    const meta = await inferMainGraphTypes(work)
+    const meta = await inferTypes(work)
     const plan = planStatic(work, meta, staticOpts(ctx, makeExcluder(ctx.exclude)))
     weightedPlanned = [...plan.nodes].filter((n) => WEIGHTED_OPS.has(n.opType))
     if (weightedPlanned.length === 0) throw noQuantizableOps(work, opts.mode)
@@ -188,8 +190,9 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     const cal = await dataContext('calibration', () => calibrate(work, plan.calibrate, batchesOf(opts.calibration!)(), {threads: opts.profile.threads, signal: opts.signal, onBatch: (n) => progress(`calibrating: ${n} samples`)}))
     const method = opts.method ?? 'minmax'
     calibrationStats = cal.stats
-    const answers = answerTensors(work.graph!)
-    ctx.ranges = new Map([...cal.stats].map(([k, s]) => [k, s.range(answers.has(k) ? 'minmax' : method, opts.percentile)]))
+    const answers = answerTensors(work)
+    // A tensor calibration never saw (an If branch no sample took) gets no range: its node stays float.
+    ctx.ranges = new Map([...cal.stats].filter(([, s]) => s.count > 0).map(([k, s]) => [k, s.range(answers.has(k) ? 'minmax' : method, opts.percentile)]))
     ctx.meta = meta
     report.calibration = {dataset: opts.calibration.name, samples: cal.samples, batches: cal.batches, method, percentile: method === 'percentile' ? (opts.percentile ?? 99.999) : undefined, seconds: (performance.now() - t) / 1000}
   }
@@ -226,7 +229,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     fp32Eval = await dataContext('evaluation', () => evaluate(opts.input, batchesOf(opts.eval!), opts.profile, opts.signal))
   }
   const accuracyOf = async (bytes: Uint8Array) => {
-    const q = await evaluate(bytes, batchesOf(opts.eval!), opts.profile, opts.signal)
+    const q = await evaluate(bytes, batchesOf(opts.eval!), opts.profile, opts.signal, fp32Eval!.threshold)
     const agree = agreement(fp32Eval!.predictions, q.predictions)
     const drop = fp32Eval!.accuracy !== undefined && q.accuracy !== undefined ? fp32Eval!.accuracy - q.accuracy : 1 - agree
     return {q, agree, drop}
@@ -282,7 +285,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     for await (const b of readBatches({...opts.calibration!, limit: Math.min(opts.calibration!.limit ?? Infinity, 64)}, {batchSize, inputs, signal: opts.signal})) sample.push(b)
     const check = await outputAgreement(opts.input, modelToBytes(built.model), sample, opts.profile)
     report.calibrationCheck = {samples: check.samples, agreement: check.agreement, sqnrDb: Math.round(check.sqnrDb * 100) / 100}
-    if (check.agreement < COLLAPSE_AGREEMENT && check.sqnrDb < COLLAPSE_SQNR_DB) throw collapsed(check, opts, work.graph!, ctx.ranges!, calibrationStats)
+    if (check.agreement < COLLAPSE_AGREEMENT && check.sqnrDb < COLLAPSE_SQNR_DB) throw collapsed(check, opts, work, ctx.ranges!, calibrationStats)
   }
 
   // Candidates: each mix built, checked for accuracy, timed against the input.
@@ -391,12 +394,13 @@ const COLLAPSE_SQNR_DB = 20
  * The error for a collapsed static model, with what likely did it: with a clipping method, the
  * tensors it clipped hardest (observed range against the range kept).
  */
-function collapsed(check: {samples: number; agreement: number; sqnrDb: number}, opts: QuantizeOptions, graph: GraphProto, ranges: Map<string, {min: number; max: number}>, stats?: Map<string, TensorStats>): KilnError {
+function collapsed(check: {samples: number; agreement: number; sqnrDb: number}, opts: QuantizeOptions, model: ModelProto, ranges: Map<string, {min: number; max: number}>, stats?: Map<string, TensorStats>): KilnError {
   const method = opts.method ?? 'minmax'
-  const producers = producersOf(graph)
+  const producers = new Map<string, NodeProto>()
+  for (const {node} of allNodes(model)) for (const o of node.output) producers.set(o, node)
   const clipped = [...(stats ?? [])]
     .map(([name, st]) => {
-      const r = ranges.get(name)!
+      const r = ranges.get(name) ?? {min: 0, max: 0}
       const seen = Math.max(Math.abs(st.min), Math.abs(st.max))
       const kept = Math.max(Math.abs(r.min), Math.abs(r.max))
       return {name, st, r, ratio: kept > 0 ? seen / kept : 1}
@@ -424,10 +428,10 @@ function collapsed(check: {samples: number; agreement: number; sqnrDb: number}, 
 function noQuantizableOps(model: ModelProto, mode: QuantizeMode): KilnError {
   const ops = new Map<string, number>()
   for (const {node} of allNodes(model)) ops.set(node.opType, (ops.get(node.opType) ?? 0) + 1)
-  const want = mode === 'int4' ? 'MatMul with constant 2-D weights' : mode === 'static' ? 'Conv/MatMul/Gemm with constant weights in the main graph' : 'Conv/MatMul/Gemm with constant weights'
+  const want = mode === 'int4' ? 'MatMul with constant 2-D weights' : 'Conv/MatMul/Gemm with constant weights'
   return new KilnError(`no quantizable ops for ${mode} quantization: the model has no ${want}`, {
     code: 'E_QUANT_NOTHING',
-    tryMessage: `Its ops: ${[...ops.keys()].slice(0, 12).join(', ')}. Try another mode${mode === 'static' ? ' (dynamic reaches subgraphs)' : ''}, or check --exclude.`,
+    tryMessage: `Its ops: ${[...ops.keys()].slice(0, 12).join(', ')}. Try another mode, or check --exclude.`,
   })
 }
 

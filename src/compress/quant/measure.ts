@@ -8,13 +8,12 @@ import os from 'node:os'
 import path from 'node:path'
 import {KilnError} from '../../errors.js'
 import type {Batch, BatchTensor, InputMeta} from '../../data/dataset.js'
-import {ValueInfoProtoSchema, create} from '../../onnx/proto.js'
 import type {ModelProto} from '../../onnx/proto.js'
 import {loadOrt} from '../../runtime/ort.js'
 import type {Ort} from '../../runtime/ort.js'
 import type {HardwareProfile} from '../../stages/types.js'
 import {sqnr} from './math.js'
-import {sessionFor} from './graph-util.js'
+import {exposedModel, sessionFor} from './graph-util.js'
 
 type Session = Ort.InferenceSession
 type Feeds = Record<string, Ort.Tensor>
@@ -28,10 +27,11 @@ export async function toFeeds(inputs: Record<string, BatchTensor>): Promise<Feed
 
 /**
  * How a model's outputs become a class per sample. A first output whose last dimension is 1 is a
- * detector's score head: the sample is positive when any score logit of such heads exceeds 0.
+ * detector's score head: the sample is positive when any score of such heads exceeds `threshold`
+ * (0 for logits, 0.5 for probabilities).
  * Otherwise the first output's arg-max is the class.
  */
-export function predictions(session: Session, out: Record<string, Ort.Tensor>, size: number): number[] {
+export function predictions(session: Session, out: Record<string, Ort.Tensor>, size: number, threshold = 0): number[] {
   const first = out[session.outputNames[0]!]!
   const dims = first.dims
   const preds: number[] = []
@@ -44,7 +44,7 @@ export function predictions(session: Session, out: Record<string, Ort.Tensor>, s
         const per = d.length / size
         for (let i = s * per; i < (s + 1) * per; i++) if (d[i]! > m) m = d[i]!
       }
-      preds.push(m > 0 ? 1 : 0)
+      preds.push(m > threshold ? 1 : 0)
     }
     return preds
   }
@@ -60,12 +60,20 @@ export function predictions(session: Session, out: Record<string, Ort.Tensor>, s
   return preds
 }
 
+/** Where a one-wide score head splits: 0.5 when the float model's values are all in [0, 1] (a probability, as Silero's speech score), else 0 (a logit). */
+export function scoreThreshold(session: Session, out: Record<string, Ort.Tensor>): number {
+  const first = out[session.outputNames[0]!]!
+  return first.dims.at(-1) === 1 && first.type === 'float32' && (first.data as Float32Array).every((v) => v >= 0 && v <= 1) ? 0.5 : 0
+}
+
 export interface EvalResult {
   samples: number
   /** Top-1 accuracy against labels, when the dataset has them. */
   accuracy?: number
   predictions: number[]
   labels?: number[]
+  /** Where a one-wide score head was split (see {@link scoreThreshold}). */
+  threshold: number
 }
 
 /** A session on a model file (as onnxruntime reads it), or on a model in memory. */
@@ -74,7 +82,8 @@ async function sessionOf(model: ModelProto | Uint8Array | string, profile: Parti
   return (await loadOrt()).InferenceSession.create(model, {logSeverityLevel: 3, intraOpNumThreads: profile.threads ?? 2})
 }
 
-export async function evaluate(model: ModelProto | Uint8Array | string, batches: () => AsyncIterable<Batch>, profile: Partial<HardwareProfile>, signal?: AbortSignal): Promise<EvalResult> {
+/** Predictions (and accuracy, with labels). `threshold` splits a one-wide score head; by default the first batch decides. */
+export async function evaluate(model: ModelProto | Uint8Array | string, batches: () => AsyncIterable<Batch>, profile: Partial<HardwareProfile>, signal?: AbortSignal, threshold?: number): Promise<EvalResult> {
   const session = await sessionOf(model, profile)
   const preds: number[] = []
   const labels: number[] = []
@@ -83,7 +92,8 @@ export async function evaluate(model: ModelProto | Uint8Array | string, batches:
     for await (const batch of batches()) {
       if (signal?.aborted) throw new KilnError('cancelled', {code: 'E_ABORTED'})
       const out = await session.run(await toFeeds(batch.inputs))
-      preds.push(...predictions(session, out, batch.size))
+      threshold ??= scoreThreshold(session, out)
+      preds.push(...predictions(session, out, batch.size, threshold))
       if (batch.labels) labels.push(...batch.labels)
       else hasLabels = false
     }
@@ -91,7 +101,7 @@ export async function evaluate(model: ModelProto | Uint8Array | string, batches:
     await session.release()
   }
   if (preds.length === 0) throw new KilnError('the evaluation dataset is empty', {code: 'E_DATA_EMPTY', tryMessage: 'Give a dataset with at least one sample.'})
-  const result: EvalResult = {samples: preds.length, predictions: preds}
+  const result: EvalResult = {samples: preds.length, predictions: preds, threshold: threshold ?? 0}
   if (hasLabels && labels.length === preds.length) {
     result.labels = labels
     result.accuracy = preds.filter((p, i) => p === labels[i]).length / preds.length
@@ -115,8 +125,9 @@ export async function outputAgreement(ref: ModelProto | Uint8Array | string, tes
       const feeds = await toFeeds(batch.inputs)
       const ra = await a.run(feeds)
       const rb = await b.run(feeds)
-      const pa = predictions(a, ra, batch.size)
-      const pb = predictions(b, rb, batch.size)
+      const threshold = scoreThreshold(a, ra)
+      const pa = predictions(a, ra, batch.size, threshold)
+      const pb = predictions(b, rb, batch.size, threshold)
       same += pa.filter((p, i) => p === pb[i]).length
       n += batch.size
       for (const name of a.outputNames) {
@@ -142,23 +153,24 @@ export function agreement(a: number[], b: number[]): number {
  * quantized tensor is compared through its DequantizeLinear output, which holds the rounding).
  */
 export async function tensorSqnr(ref: ModelProto, test: ModelProto, pairs: [string, string][], batches: Batch[], profile: Partial<HardwareProfile>): Promise<Map<string, number>> {
-  const withOutputs = (m: ModelProto, tensors: string[]): ModelProto => {
-    const have = new Set(m.graph!.output.map((o) => o.name))
-    const produced = new Set(m.graph!.node.flatMap((n) => n.output))
-    const extra = tensors.filter((t) => !have.has(t) && produced.has(t)).map((name) => create(ValueInfoProtoSchema, {name}))
-    return {...m, graph: {...m.graph!, output: [...m.graph!.output, ...extra]}} as ModelProto
-  }
-  const a = await sessionFor(withOutputs(ref, pairs.map((p) => p[0])), profile, 'basic')
-  const b = await sessionFor(withOutputs(test, pairs.map((p) => p[1])), profile, 'basic')
+  // Both models hand out the tensors compared, wherever they are computed (If/Loop bodies too).
+  const ea = exposedModel(ref, pairs.map((p) => p[0]))
+  const eb = exposedModel(test, pairs.map((p) => p[1]))
+  const live = pairs.filter(([x, y]) => ea.outputs.has(x) && eb.outputs.has(y))
+  const a = await sessionFor(ea.bytes, profile, 'basic')
+  const b = await sessionFor(eb.bytes, profile, 'basic')
   const sums = new Map<string, {s: number; n: number}>()
   try {
     for (const batch of batches) {
       const feeds = await toFeeds(batch.inputs)
-      const live = pairs.filter(([x, y]) => a.outputNames.includes(x) && b.outputNames.includes(y))
-      const ra = await a.run(feeds, live.map((p) => p[0]))
-      const rb = await b.run(feeds, live.map((p) => p[1]))
+      const ra = await a.run(feeds, [...new Set(live.map((p) => ea.outputs.get(p[0])!))])
+      const rb = await b.run(feeds, [...new Set(live.map((p) => eb.outputs.get(p[1])!))])
       for (const [t, u] of live) {
-        const v = sqnr(ra[t]!.data as Float32Array, rb[u]!.data as Float32Array)
+        const x = ra[ea.outputs.get(t)!]!.data as Float32Array
+        const y = rb[eb.outputs.get(u)!]!.data as Float32Array
+        // An If branch this batch did not take hands out nothing.
+        if (x.length === 0 || x.length !== y.length) continue
+        const v = sqnr(x, y)
         const e = sums.get(t) ?? {s: 0, n: 0}
         e.s += Math.min(v, 200)
         e.n++

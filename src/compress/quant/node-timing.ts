@@ -14,14 +14,14 @@ import * as fsp from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import {makeGraph, makeModel, makeNode, makeValueInfo} from '../../onnx/build.js'
-import {attrInt, weights} from '../../onnx/graph.js'
+import {attrInt} from '../../onnx/graph.js'
 import {modelToBytes, opsetVersion} from '../../onnx/model.js'
 import {DataType} from '../../onnx/proto.js'
 import type {ModelProto, NodeProto, TensorProto} from '../../onnx/proto.js'
 import {makeTensor, tensorDims, tensorToFloat32} from '../../onnx/tensor.js'
 import {loadOrt} from '../../runtime/ort.js'
 import type {HardwareProfile} from '../../stages/types.js'
-import {nodeLabel, ortOptions} from './graph-util.js'
+import {nodeLabel, ortOptions, weightIndex} from './graph-util.js'
 import type {TensorMeta} from './graph-util.js'
 import type {IntType} from './math.js'
 import {paramsForRange, quantizeWeight} from './math.js'
@@ -68,12 +68,11 @@ function concreteShape(meta: TensorMeta | undefined, seen: readonly number[] | u
 
 const weightMaps = new WeakMap<ModelProto, Map<string, TensorProto>>()
 
-/** The main graph's weights by name, found once per model. */
-function mainWeights(model: ModelProto): Map<string, TensorProto> {
+/** Weights by name, wherever they live (If/Loop bodies included), found once per model. */
+function weightsByName(model: ModelProto): Map<string, TensorProto> {
   let w = weightMaps.get(model)
   if (!w) {
-    w = new Map()
-    for (const ref of weights(model)) if (ref.path.length === 0) w.set(ref.name, ref.tensor)
+    w = new Map([...weightIndex(model)].map(([name, ref]) => [name, ref.tensor]))
     weightMaps.set(model, w)
   }
   return w
@@ -85,7 +84,7 @@ const n = (name: string) => `kiln_cut_${name}`
 
 /** The node alone, in float and in the QDQ form onnxruntime fuses, or undefined when it cannot be cut out. */
 export function cutNode(model: ModelProto, node: NodeProto, meta: Map<string, TensorMeta>, seen: Map<string, readonly number[] | undefined>, ranges: Map<string, {min: number; max: number}>, batch: number, activations: IntType, symmetric: boolean, reduceRange: boolean): Cut | undefined {
-  const w = mainWeights(model)
+  const w = weightsByName(model)
   const op = node.opType
   const x = node.input[0]!
   const weightName = node.input[1]

@@ -6,7 +6,7 @@
  * their input's parameters so onnxruntime runs them on integers; a ReLU/Clip after a quantized op
  * is folded into the output's range; tensors that only feed the model's outputs stay in float.
  */
-import {attrInt, attrFloat, weights} from '../../onnx/graph.js'
+import {attrInt, attrFloat, walkGraphs, weights} from '../../onnx/graph.js'
 import type {WeightRef} from '../../onnx/graph.js'
 import {makeNode} from '../../onnx/build.js'
 import {DataType} from '../../onnx/proto.js'
@@ -23,6 +23,8 @@ export const WEIGHTED_OPS = new Set(['Conv', 'MatMul', 'Gemm'])
 const ARITH_OPS = new Set(['Add', 'Mul', 'Concat', 'AveragePool', 'GlobalAveragePool', 'Sigmoid', 'LeakyRelu'])
 /** Ops that move data without changing values: the output reuses the input's parameters. */
 const MOVE_OPS = new Set(['MaxPool', 'Reshape', 'Transpose', 'Squeeze', 'Unsqueeze', 'Flatten', 'Resize', 'Slice', 'Split', 'Gather', 'DepthToSpace', 'SpaceToDepth'])
+/** Ops onnxruntime's QDQ propagation moves a DequantizeLinear past. */
+const DQ_PROPAGATING_OPS = new Set(['MaxPool', 'Reshape', 'Transpose', 'Squeeze', 'Unsqueeze', 'Slice'])
 /** Ops between a tensor and a graph output that still count as "the output layer". */
 const OUTPUT_PATH_OPS = new Set([...MOVE_OPS, 'Concat', 'Identity', 'Softmax', 'Sigmoid', 'Cast'])
 
@@ -39,6 +41,8 @@ export interface StaticOptions {
   quantizeArith?: boolean
   /** Weighted nodes (by label) to keep in float, each with the reason to report. */
   keepFloat?: ReadonlyMap<string, string>
+  /** Tensors the accuracy-aware fallback keeps in float (a weighted node reading one stays float). */
+  fallback?: ReadonlySet<string>
 }
 
 export interface FloatNode {
@@ -47,40 +51,78 @@ export interface FloatNode {
   reason: string
 }
 
-export interface StaticPlan {
+/** What is quantized in one graph (the main graph or an If/Loop body). */
+export interface GraphPlan {
+  graph: GraphProto
+  /** Weights this graph can read: its own and its enclosing graphs'. */
+  weights: Map<string, WeightRef>
   nodes: Set<NodeProto>
-  /** Tensors needing a calibrated range. */
-  calibrate: string[]
   /** Tensor → tensor whose parameters it shares. */
   shared: Map<string, string>
   /** ReLU/Clip nodes folded into the range of their output. */
   absorbed: Set<NodeProto>
   /** Quantized tensors in graph order. */
   tensors: string[]
+  /** Nodes that keep reading the float tensor rather than its dequantized copy. */
+  floatReaders: Set<NodeProto>
+}
+
+export interface StaticPlan {
+  graphs: GraphPlan[]
+  /** Quantized nodes of every graph. */
+  nodes: Set<NodeProto>
+  /** Tensors needing a calibrated range. */
+  calibrate: string[]
   leftFloat: FloatNode[]
 }
 
-function mainWeights(model: ModelProto): Map<string, WeightRef> {
-  const m = new Map<string, WeightRef>()
-  for (const w of weights(model)) if (w.path.length === 0 && !m.has(w.name)) m.set(w.name, w)
-  return m
+/** Each graph's visible weights: its own, and those of the graphs enclosing it (inner names win). */
+function scopedWeights(model: ModelProto): {graph: GraphProto; weights: Map<string, WeightRef>}[] {
+  const all = [...weights(model)]
+  return [...walkGraphs(model)].map(({graph, path}) => {
+    const m = new Map<string, WeightRef>()
+    const within = (p: string[]) => p.length <= path.length && p.every((x, i) => x === path[i])
+    for (const w of all.filter((w) => within(w.path)).sort((x, y) => x.path.length - y.path.length)) m.set(w.name, w)
+    return {graph, weights: m}
+  })
 }
 
-function isFloat(meta: Map<string, TensorMeta>, name: string): boolean {
-  return meta.get(name)?.type === 'float32'
-}
-
-/** Decide what to quantize. Pure: the model is not changed. */
+/**
+ * Decide what to quantize, in the main graph and in every If/Loop/Scan body. Pure: the model is not
+ * changed. Tensor names computed in more than one graph are left alone: their types and ranges
+ * could not be told apart.
+ */
 export function planStatic(model: ModelProto, meta: Map<string, TensorMeta>, opts: StaticOptions): StaticPlan {
-  const graph = model.graph!
-  const w = mainWeights(model)
+  const made = new Map<string, number>()
+  for (const {graph} of walkGraphs(model)) for (const n of graph.node) for (const o of n.output) if (o) made.set(o, (made.get(o) ?? 0) + 1)
+  const isFloat = (name: string) => meta.get(name)?.type === 'float32' && (made.get(name) ?? 0) <= 1
+  const leftFloat: FloatNode[] = []
+  const graphs = scopedWeights(model).map(({graph, weights}) => planGraph(graph, weights, isFloat, opts, leftFloat))
+  const calibrate = [...new Set(graphs.flatMap((g) => g.tensors.filter((t) => !g.shared.has(t))))]
+  return {graphs, nodes: new Set(graphs.flatMap((g) => [...g.nodes])), calibrate, leftFloat}
+}
+
+function planGraph(graph: GraphProto, w: Map<string, WeightRef>, isFloat: (name: string) => boolean, opts: StaticOptions, leftFloat: FloatNode[]): GraphPlan {
   const consumers = consumersOf(graph)
   const outputs = new Set(graph.output.map((o) => o.name))
   const nearOutput = new Set(outputs)
   for (const node of [...graph.node].reverse()) {
     if (OUTPUT_PATH_OPS.has(node.opType) && node.output.some((o) => nearOutput.has(o))) for (const i of node.input) if (i && !w.has(i)) nearOutput.add(i)
   }
-  const leftFloat: FloatNode[] = []
+  // Names the bodies of this graph's nodes read from it: they keep reading the float tensor.
+  const readInside = new Set<string>()
+  for (const node of graph.node) for (const a of node.attribute) for (const g of a.g ? [a.g] : a.graphs) for (const {node: n} of nodesWithin(g)) for (const i of n.input) readInside.add(i)
+  // onnxruntime moves a DequantizeLinear forward through these ops, onto every edge after them; an
+  // edge into a body (an implicit input of If/Loop) makes it abort the process. Such ops stay float
+  // and read the float tensor, so no DequantizeLinear ever reaches them.
+  const leaks = new Set(readInside)
+  const floatReaders = new Set<NodeProto>()
+  for (const node of [...graph.node].reverse()) {
+    if (node.domain === '' && DQ_PROPAGATING_OPS.has(node.opType) && node.output[0] && leaks.has(node.output[0])) {
+      floatReaders.add(node)
+      if (node.input[0]) leaks.add(node.input[0])
+    }
+  }
   const nodes = new Set<NodeProto>()
   const quantized = new Set<string>()
   const tensors: string[] = []
@@ -94,8 +136,8 @@ export function planStatic(model: ModelProto, meta: Map<string, TensorMeta>, opt
 
   for (const node of graph.node) {
     const op = node.opType
-    if (node.domain !== '' || !(WEIGHTED_OPS.has(op) || ARITH_OPS.has(op) || MOVE_OPS.has(op))) continue
-    const floatOuts = node.output.filter((o) => o && isFloat(meta, o))
+    if (node.domain !== '' || !(WEIGHTED_OPS.has(op) || ARITH_OPS.has(op) || MOVE_OPS.has(op)) || floatReaders.has(node)) continue
+    const floatOuts = node.output.filter((o) => o && isFloat(o))
     if (floatOuts.length === 0) continue
     if (opts.excluded(node)) {
       if (WEIGHTED_OPS.has(op)) leftFloat.push({node: nodeLabel(node), opType: op, reason: 'excluded'})
@@ -121,12 +163,12 @@ export function planStatic(model: ModelProto, meta: Map<string, TensorMeta>, opt
         continue
       }
       const acts = node.input.slice(0, op === 'Conv' || op === 'Gemm' ? 1 : 2).filter((i) => i && !w.has(i))
-      if (acts.some((a) => !isFloat(meta, a))) continue
+      if (acts.some((a) => !isFloat(a))) continue
       nodes.add(node)
       for (const a of acts) addTensor(a)
     } else if (ARITH_OPS.has(op)) {
       if (!arith) continue
-      const acts = node.input.filter((i) => i && isFloat(meta, i))
+      const acts = node.input.filter((i) => i && isFloat(i))
       // Integer Add/Mul/Concat only pay when their inputs already come quantized.
       if (acts.length === 0 || acts.some((a) => w.has(a)) || !acts.some((a) => quantized.has(a))) continue
       nodes.add(node)
@@ -141,8 +183,12 @@ export function planStatic(model: ModelProto, meta: Map<string, TensorMeta>, opt
         continue
       }
       const next = consumers.get(out) ?? []
+      // A pair no reader would use: every reader keeps the float tensor.
+      if (next.length > 0 && next.every((c) => floatReaders.has(c.node))) continue
       const act = next.length === 1 ? next[0]!.node : undefined
-      if (asymmetric && act && !MOVE_OPS.has(op) && isAbsorbable(act, w) && !nearOutput.has(act.output[0]!) && !opts.excluded(act)) {
+      // Folding the activation leaves its name on the raw output: only when every reader gets the dequantized copy
+      // (none reads it from a body, or through an op that keeps the float tensor).
+      if (asymmetric && act && !MOVE_OPS.has(op) && isAbsorbable(act, w) && !nearOutput.has(act.output[0]!) && !leaks.has(act.output[0]!) && !opts.excluded(act)) {
         absorbed.add(act)
         addTensor(act.output[0]!)
         continue
@@ -151,7 +197,14 @@ export function planStatic(model: ModelProto, meta: Map<string, TensorMeta>, opt
       addTensor(out)
     }
   }
-  return {nodes, calibrate: tensors.filter((t) => !shared.has(t)), shared, absorbed, tensors, leftFloat}
+  return {graph, weights: w, nodes, shared, absorbed, tensors, floatReaders}
+}
+
+function* nodesWithin(graph: GraphProto): Generator<{node: NodeProto}> {
+  for (const node of graph.node) {
+    yield {node}
+    for (const a of node.attribute) for (const g of a.g ? [a.g] : a.graphs) yield* nodesWithin(g)
+  }
 }
 
 /** ReLU, or Clip with a floor of 0: quantizing to a range that starts at 0 does the same. */
@@ -166,16 +219,25 @@ function isAbsorbable(node: NodeProto, w: Map<string, WeightRef>): boolean {
 export interface ApplyResult {
   quantizedNodes: Record<string, number>
   qdqPairs: number
+  /** Weighted nodes planned but left in float: their input has no calibrated range. */
+  leftFloat: FloatNode[]
 }
 
 /**
- * Rewrite the graph per `plan` with the given activation ranges (tensor → [min, max]).
- * Tensors without a range (outliers kept in float by the caller) are skipped.
+ * Rewrite each planned graph with the given activation ranges (tensor → [min, max]). Tensors
+ * without a range (outliers kept in float by the caller, an If branch calibration never took) are
+ * skipped, and a weighted node whose input has none stays in float.
  */
 export function applyStatic(model: ModelProto, plan: StaticPlan, ranges: Map<string, {min: number; max: number}>, opts: StaticOptions): ApplyResult {
-  const graph = model.graph!
   const names = new NameScope(model)
-  const w = mainWeights(model)
+  const result: ApplyResult = {quantizedNodes: {}, qdqPairs: 0, leftFloat: []}
+  for (const g of plan.graphs) applyGraph(g, names, ranges, opts, result)
+  removeUnusedWeights(model)
+  return result
+}
+
+function applyGraph(plan: GraphPlan, names: NameScope, ranges: Map<string, {min: number; max: number}>, opts: StaticOptions, result: ApplyResult): void {
+  const {graph, weights: w} = plan
   const params = new Map<string, QuantParams>()
   const zpType = opts.activations === 'uint8' ? DataType.UINT8 : DataType.INT8
   for (const t of plan.tensors) {
@@ -187,7 +249,6 @@ export function applyStatic(model: ModelProto, plan: StaticPlan, ranges: Map<str
   const head: NodeProto[] = []
   const after = new Map<string, NodeProto[]>()
   const dqName = new Map<string, string>()
-  let pairs = 0
   for (const t of plan.tensors) {
     const p = params.get(t)
     if (!p) continue
@@ -199,7 +260,7 @@ export function applyStatic(model: ModelProto, plan: StaticPlan, ranges: Map<str
     const dq = names.fresh(`${t}_DequantizeLinear`)
     const nodes = [makeNode('QuantizeLinear', [t, scale, zp], [q], {}, {name: q}), makeNode('DequantizeLinear', [q, scale, zp], [dq], {}, {name: dq})]
     dqName.set(t, dq)
-    pairs++
+    result.qdqPairs++
     after.set(t, nodes)
   }
   // Folded activations disappear: the producer writes the activation's output name directly.
@@ -210,13 +271,22 @@ export function applyStatic(model: ModelProto, plan: StaticPlan, ranges: Map<str
     producer.output[producer.output.indexOf(act.input[0]!)] = out
     graph.node.splice(graph.node.indexOf(act), 1)
   }
-  const counts: Record<string, number> = {}
+  const counts = result.quantizedNodes
   const weightCache = new Map<string, string>()
   for (const node of plan.nodes) {
     if (!graph.node.includes(node)) continue
-    counts[node.opType] = (counts[node.opType] ?? 0) + 1
-    if (!WEIGHTED_OPS.has(node.opType)) continue
+    if (!WEIGHTED_OPS.has(node.opType)) {
+      counts[node.opType] = (counts[node.opType] ?? 0) + 1
+      continue
+    }
     const slots = node.opType === 'MatMul' ? node.input.map((i, s) => (w.has(i) ? s : -1)).filter((s) => s >= 0) : [1]
+    const acts = node.input.slice(0, node.opType === 'MatMul' ? 2 : 1).filter((i) => i && !w.has(i))
+    if (acts.some((a) => !params.has(a))) {
+      const reason = acts.some((a) => opts.fallback?.has(a)) ? 'accuracy-aware fallback: its input stays float' : 'no calibrated range for its input (the calibration data never ran this part of the graph)'
+      result.leftFloat.push({node: nodeLabel(node), opType: node.opType, reason})
+      continue
+    }
+    counts[node.opType] = (counts[node.opType] ?? 0) + 1
     for (const slot of slots) {
       const ref = w.get(node.input[slot]!)!
       const dims = ref.tensor.dims.map(Number)
@@ -241,19 +311,19 @@ export function applyStatic(model: ModelProto, plan: StaticPlan, ranges: Map<str
       }
     }
   }
-  // Every reader of a quantized tensor (main graph) now reads its dequantized copy.
-  for (const node of graph.node) node.input = node.input.map((i) => dqName.get(i) ?? i)
+  // Every reader of a quantized tensor in this graph now reads its dequantized copy. Pairs for
+  // tensors this graph does not compute (its inputs, an enclosing graph's tensors) come first.
+  for (const node of graph.node) if (!plan.floatReaders.has(node)) node.input = node.input.map((i) => dqName.get(i) ?? i)
   for (const [t, [q]] of after) q!.input[0] = t
+  const produced = new Set(graph.node.flatMap((n) => n.output))
   const rebuilt: NodeProto[] = [...head]
-  for (const i of graph.input) if (after.has(i.name)) rebuilt.push(...after.get(i.name)!)
+  for (const [t, pair] of after) if (!produced.has(t)) rebuilt.push(...pair)
   for (const node of graph.node) {
     rebuilt.push(node)
     for (const o of node.output) if (after.has(o)) rebuilt.push(...after.get(o)!)
   }
   graph.node = rebuilt
   graph.valueInfo = []
-  removeUnusedWeights(model)
-  return {quantizedNodes: counts, qdqPairs: pairs}
 }
 
 function quantizeBias(graph: GraphProto, node: NodeProto, ref: WeightRef, xScale: number, wScales: Float32Array, names: NameScope, head: NodeProto[]): void {

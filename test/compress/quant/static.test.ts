@@ -6,7 +6,10 @@ import {KilnError} from '../../../src/errors.js'
 import {answerTensors, TensorStats} from '../../../src/compress/quant/calibrate.js'
 import {quantizeModel} from '../../../src/compress/quant/index.js'
 import {cutNode} from '../../../src/compress/quant/node-timing.js'
-import {inferMainGraphTypes} from '../../../src/compress/quant/graph-util.js'
+import {exposedModel, inferTypes} from '../../../src/compress/quant/graph-util.js'
+import {buildCandidate} from '../../../src/compress/quant/candidates.js'
+import type {ModeContext} from '../../../src/compress/quant/candidates.js'
+import {planStatic} from '../../../src/compress/quant/static.js'
 import {cosine} from '../../../src/compress/quant/math.js'
 import {preprocessModel} from '../../../src/compress/preprocess.js'
 import {upgradeOpset} from '../../../src/compress/quant/opset.js'
@@ -16,7 +19,7 @@ import {MODELS, ensureFixtures, ensureTrainedModels} from '../../helpers/fixture
 import {agreement, evaluate} from '../../../src/compress/quant/measure.js'
 import {readBatches} from '../../../src/data/dataset.js'
 import {faceScore, lfwSamples, writeLfwNpz} from './lfw.js'
-import {feedsFor, runModel} from './models.js'
+import {feedsFor, runModel, sileroAgreement, sileroStream} from './models.js'
 
 ensureFixtures()
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-quant-static-'))
@@ -120,7 +123,7 @@ describe('hardware-aware static quantization', () => {
   it('cuts a convolution out in float and in QDQ form that compute the same thing', async () => {
     const trained = ensureTrainedModels()
     const model = await readModel(trained.cnn)
-    const meta = await inferMainGraphTypes(model)
+    const meta = await inferTypes(model)
     const conv = model.graph!.node.find((n) => n.opType === 'Conv')!
     const ranges = new Map([[conv.input[0]!, {min: -1, max: 1}], [conv.output[0]!, {min: -4, max: 4}]])
     const c = cutNode(model, conv, meta, new Map(), ranges, 2, 'uint8', false, false)!
@@ -155,16 +158,84 @@ describe('hardware-aware static quantization', () => {
   })
 })
 
+describe('static QDQ inside If branches (Silero: weights in Constant nodes inside subgraphs)', () => {
+  it.each(['sileroV5', 'sileroLegacy'] as const)('%s: calibrates on streamed real speech and quantizes the convolutions of the branch that ran', async (key) => {
+    const cal = await sileroStream(key, ['cards-001.wav', 'cards-002.wav'], 48, path.join(dir, `${key}-cal.npz`))
+    const held = await sileroStream(key, ['cards-004.wav', 'cards-005.wav'], 96, path.join(dir, `${key}-held.npz`))
+    const out = path.join(dir, `${key}.static.onnx`)
+    const r = await quantizeModel({input: MODELS[key], output: out, mode: 'static', calibration: {name: 'speech', path: cal.npz}, profile, neverSlower: false})
+    expect(r.decision).toBe('quantized')
+    expect(r.calibration!.samples).toBe(48)
+    // Every Conv of the 16 kHz branch is quantized; the 8 kHz branch never ran, so it stays float and says why.
+    const convs = [...allNodes(await readModel(MODELS[key]))].filter(({node}) => node.opType === 'Conv')
+    expect(r.quantizedNodes.Conv).toBe(convs.length / 2)
+    const unseen = r.leftFloat.filter((f) => /never ran/.test(f.reason))
+    expect(unseen.length).toBe(convs.length / 2)
+    const q = await readModel(out)
+    const inBodies = [...allNodes(q)].filter(({node, path: p}) => p.length > 0 && node.opType === 'QuantizeLinear')
+    expect(inBodies.length).toBeGreaterThan(0)
+    // Speech/no-speech decisions on held-out recordings, each chunk with the float model's state.
+    const {agreement, meanAbsError} = await sileroAgreement(out, held)
+    expect(agreement).toBeGreaterThanOrEqual(key === 'sileroV5' ? 0.9 : 0.85)
+    expect(meanAbsError).toBeLessThan(0.1)
+    // The float 8 kHz branch answers exactly as before.
+    const ort = await import('onnxruntime-node')
+    const at8k = (await feedsFor(key)) as Record<string, import('onnxruntime-node').Tensor>
+    const input = new ort.Tensor('float32', (at8k.input!.data as Float32Array).slice(0, 256), [1, 256])
+    const f8 = {...at8k, input, sr: new ort.Tensor('int64', BigInt64Array.of(8000n), [])}
+    const a = await runModel(MODELS[key], f8)
+    const b = await runModel(out, f8)
+    expect(Math.abs(a.output![0]! - b.output![0]!)).toBeLessThan(1e-5)
+  })
+
+  it('never lets onnxruntime move a DequantizeLinear through a Transpose into a branch (it aborts the process)', async () => {
+    // Silero legacy: Conv → ReLU → Transpose, read inside the LSTM's If. With only the weighted ops
+    // quantized, onnxruntime's QDQ propagation would push the DequantizeLinear past the Transpose
+    // onto the branch's implicit input and abort while loading.
+    const work = await readModel(MODELS.sileroLegacy)
+    preprocessModel(work)
+    upgradeOpset(work, 13)
+    const meta = await inferTypes(work)
+    const ctx: ModeContext = {mode: 'static', exclude: [], perChannel: true, activations: 'uint8', reduceRange: false, blockSize: 32, algorithm: 'rtn', accuracyLevel: 4, keepIOTypes: true, meta}
+    const plan = planStatic(work, meta, {perChannel: true, activations: 'uint8', symmetricActivations: false, reduceRange: false, excluded: () => false})
+    ctx.ranges = new Map(plan.calibrate.map((t) => [t, {min: -1, max: 1}]))
+    const built = buildCandidate(work, ctx, {mix: {name: 'weighted ops only', arith: false}, extraExcluded: new Set()})
+    expect(built.quantizedNodes.Conv).toBeGreaterThan(0)
+    const transposes = [...allNodes(built.model)].filter(({node}) => node.opType === 'Transpose' && node.name === 'Transpose_175')
+    expect(transposes[0]!.node.input[0]).not.toMatch(/DequantizeLinear/)
+    const feeds = (await feedsFor('sileroLegacy')) as Record<string, import('onnxruntime-node').Tensor>
+    expect((await runModel(modelToBytes(built.model), feeds)).output!.length).toBe(1)
+  })
+})
+
 describe('calibration statistics', () => {
   it('finds the tensors that are the answer: outputs and what reaches them through layout ops only', async () => {
-    const g = (await readModel(MODELS.blazeface)).graph!
-    const answers = answerTensors(g)
+    const m = await readModel(MODELS.blazeface)
+    const g = m.graph!
+    const answers = answerTensors(m)
     // Each score/box head: Conv → Transpose → Reshape → output. The Conv output is the answer; its input is not.
     for (const o of g.output) expect(answers.has(o.name)).toBe(true)
     const heads = g.node.filter((n) => n.opType === 'Conv' && answers.has(n.output[0]!))
     expect(heads.length).toBe(4)
     for (const h of heads) expect(answers.has(h.input[0]!)).toBe(false)
     expect(answers.size).toBe(12)
+  })
+
+  it('reads tensors from inside If branches: the branch taken hands out values, the other nothing, the model unchanged', async () => {
+    const m = await readModel(MODELS.sileroV5)
+    const before = modelToBytes(m)
+    const conv = (branch: string) => [...allNodes(m)].find(({node, path: p}) => node.opType === 'Conv' && p.length === 1 && p[0]!.endsWith(branch))!.node.output[0]!
+    const [t16, t8] = [conv('then_branch'), conv('else_branch')]
+    const exposed = exposedModel(m, [t16, t8])
+    expect(Buffer.from(modelToBytes(m)).equals(before)).toBe(true)
+    const ort = await import('onnxruntime-node')
+    const s = await ort.InferenceSession.create(exposed.bytes, {logSeverityLevel: 3})
+    const out = await s.run((await feedsFor('sileroV5')) as Record<string, import('onnxruntime-node').Tensor>)
+    expect(out[exposed.outputs.get(t16)!]!.data.length).toBeGreaterThan(0)
+    expect(out[exposed.outputs.get(t8)!]!.data.length).toBe(0)
+    await s.release()
+    const types = await inferTypes(m)
+    expect(types.get(t16)?.type).toBe('float32')
   })
 
   it('percentile and entropy clip rare outliers that min/max keeps', () => {
