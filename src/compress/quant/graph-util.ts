@@ -197,7 +197,7 @@ export function exposedModel(model: ModelProto, tensors: readonly string[]): {by
   const home = new Map<string, GraphProto>()
   const owner = new Map<GraphProto, {node: NodeProto; attr: string; parent: GraphProto}>()
   const walk = (graph: GraphProto) => {
-    if (graph === model.graph) for (const i of graph.input) home.set(i.name, graph)
+    for (const i of graph.input) home.set(i.name, graph)
     for (const node of graph.node) {
       for (const o of node.output) if (o) home.set(o, graph)
       for (const attr of node.attribute) if (attr.g) (owner.set(attr.g, {node, attr: attr.name, parent: graph}), walk(attr.g))
@@ -226,7 +226,13 @@ export function exposedModel(model: ModelProto, tensors: readonly string[]): {by
     const {node, attr, parent} = up
     if (!EXPOSING_OPS.has(node.opType) || node.domain !== '' || graph.output.some((o) => o.name === name)) return undefined
     const out = names.fresh(`${name}_exposed`)
-    ;(list(graph, 'output') as GraphProto['output']).push(create(ValueInfoProtoSchema, {name}))
+    let inner = name
+    if (graph.input.some((i) => i.name === name)) {
+      // A body's own input (a Loop's carried value) goes out through a copy.
+      inner = names.fresh(`${name}_copy`)
+      ;(list(graph, 'node') as NodeProto[]).push(makeNode('Identity', [name], [inner], {}, {name: inner}))
+    }
+    ;(list(graph, 'output') as GraphProto['output']).push(create(ValueInfoProtoSchema, {name: inner}))
     ;(list(node, 'output') as string[]).push(out)
     for (const other of node.attribute) {
       if (node.opType !== 'If' || other.name === attr || !other.g) continue

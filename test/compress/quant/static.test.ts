@@ -14,7 +14,11 @@ import {cosine} from '../../../src/compress/quant/math.js'
 import {preprocessModel} from '../../../src/compress/preprocess.js'
 import {upgradeOpset} from '../../../src/compress/quant/opset.js'
 import {allNodes} from '../../../src/onnx/graph.js'
-import {modelToBytes, readModel} from '../../../src/onnx/model.js'
+import {modelToBytes, readModel, writeModel} from '../../../src/onnx/model.js'
+import {makeGraph, makeModel, makeNode, makeValueInfo} from '../../../src/onnx/build.js'
+import {DataType} from '../../../src/onnx/proto.js'
+import {makeTensor} from '../../../src/onnx/tensor.js'
+import {writeNpz} from '../../../src/data/npz-write.js'
 import {MODELS, ensureFixtures, ensureTrainedModels} from '../../helpers/fixtures.js'
 import {agreement, evaluate} from '../../../src/compress/quant/measure.js'
 import {readBatches} from '../../../src/data/dataset.js'
@@ -186,6 +190,49 @@ describe('static QDQ inside If branches (Silero: weights in Constant nodes insid
     const a = await runModel(MODELS[key], f8)
     const b = await runModel(out, f8)
     expect(Math.abs(a.output![0]! - b.output![0]!)).toBeLessThan(1e-5)
+  })
+
+  it('calibrates a Loop body over all its iterations, carried value included, and quantizes its MatMul', async () => {
+    // y = three times v ← ReLU(v · W + b), with W and b in Constant nodes inside the body.
+    const d = 16
+    let seed = 5
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff - 0.5) * 0.6
+    const body = makeGraph({
+      name: 'body',
+      node: [
+        makeNode('Identity', ['cond_in'], ['cond_out']),
+        makeNode('Constant', [], ['W'], {value: makeTensor('W', DataType.FLOAT, [d, d], Float32Array.from({length: d * d}, rnd))}),
+        makeNode('Constant', [], ['b'], {value: makeTensor('b', DataType.FLOAT, [d], Float32Array.from({length: d}, rnd))}),
+        makeNode('MatMul', ['v_in', 'W'], ['h'], {}, {name: 'body_matmul'}),
+        makeNode('Add', ['h', 'b'], ['hb']),
+        makeNode('Relu', ['hb'], ['v_out']),
+      ],
+      input: [makeValueInfo('i', DataType.INT64, []), makeValueInfo('cond_in', DataType.BOOL, []), makeValueInfo('v_in', DataType.FLOAT, ['n', d])],
+      output: [makeValueInfo('cond_out', DataType.BOOL, []), makeValueInfo('v_out', DataType.FLOAT, ['n', d])],
+    })
+    const main = makeGraph({
+      name: 'loop',
+      node: [makeNode('Loop', ['M', '', 'x'], ['y'], {body}, {name: 'loop'})],
+      initializer: [makeTensor('M', DataType.INT64, [], BigInt64Array.of(3n))],
+      input: [makeValueInfo('x', DataType.FLOAT, ['n', d])],
+      output: [makeValueInfo('y', DataType.FLOAT, ['n', d])],
+    })
+    const input = path.join(dir, 'loop.onnx')
+    await writeModel(makeModel(main, {'': 17}), input)
+    const n = 64
+    const x = Float32Array.from({length: n * d}, () => rnd() * 3)
+    await writeNpz(path.join(dir, 'loop-calib.npz'), {x: {dtype: '<f4', shape: [n, d], data: x}})
+    const out = path.join(dir, 'loop.static.onnx')
+    const r = await quantizeModel({input, output: out, mode: 'static', calibration: {name: 'c', path: path.join(dir, 'loop-calib.npz')}, profile, neverSlower: false})
+    expect(r.quantizedNodes.MatMul).toBe(1)
+    expect(r.leftFloat).toEqual([])
+    const q = await readModel(out)
+    expect([...allNodes(q)].filter(({node, path: p}) => p.length === 1 && node.opType === 'QuantizeLinear').length).toBeGreaterThanOrEqual(2)
+    const ort = await import('onnxruntime-node')
+    const feeds = {x: new ort.Tensor('float32', x.slice(0, 8 * d), [8, d])}
+    const a = await runModel(input, feeds)
+    const b = await runModel(out, feeds)
+    expect(cosine(a.y!, b.y!)).toBeGreaterThan(0.999)
   })
 
   it('never lets onnxruntime move a DequantizeLinear through a Transpose into a branch (it aborts the process)', async () => {
