@@ -163,7 +163,7 @@ export function subgraphTypes(model: ModelProto, types: Map<string, TensorMeta>)
       if (isMain || node.domain !== '') continue
       const op = node.opType
       const first = SHARED_TYPE_OPS.has(node.opType) ? node.input.map((i) => types.get(i)?.type).find(Boolean) : types.get(node.input[0] ?? '')?.type
-      if (op === 'Constant') set(node.output[0], node.attribute.find((a) => a.t)?.t ? dtypeName(node.attribute.find((a) => a.t)!.t!.dataType) : undefined)
+      if (op === 'Constant') set(node.output[0], constantType(node))
       else if (op === 'Cast') set(node.output[0], dtypeName(attrInt(node, 'to', 0)))
       else if (op === 'CastLike') set(node.output[0], types.get(node.input[1] ?? '')?.type)
       else if (op === 'Where') set(node.output[0], types.get(node.input[1] ?? '')?.type)
@@ -179,6 +179,16 @@ export function subgraphTypes(model: ModelProto, types: Map<string, TensorMeta>)
     }
   }
   if (model.graph) visit(model.graph, true)
+}
+
+/** A Constant node's element type, whichever of its value attributes it uses. */
+function constantType(node: NodeProto): string | undefined {
+  const a = node.attribute[0]
+  if (!a) return undefined
+  if (a.t) return dtypeName(a.t.dataType)
+  if (a.name === 'value_float' || a.name === 'value_floats') return 'float32'
+  if (a.name === 'value_int' || a.name === 'value_ints') return 'int64'
+  return undefined
 }
 
 /** Ops whose bodies can hand a tensor out: If (either branch), Loop and Scan (as an extra scan output). */
