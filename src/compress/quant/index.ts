@@ -24,7 +24,7 @@ import {buildCandidate, candidateMixes} from './candidates.js'
 import type {BuildConfig, Built, ModeContext} from './candidates.js'
 import {inferTypes, sessionFor} from './graph-util.js'
 import type {ABResult} from './measure.js'
-import {agreement, evaluate, latencyAB, outputAgreement, syntheticInputs, tensorSqnr} from './measure.js'
+import {agreement, evaluate, latencyAB, outputAgreement, referenceOutputs, syntheticInputs, tensorSqnr} from './measure.js'
 import {checkOpset, upgradeOpset} from './opset.js'
 import {planStatic, WEIGHTED_OPS} from './static.js'
 import {MAX_TIMED_NODES, timeNodes} from './node-timing.js'
@@ -113,6 +113,7 @@ export interface QuantizeReport {
   candidates: CandidateReport[]
   chosen?: string
   accuracy?: {samples: number; fp32?: number; quantized?: number; drop?: number; agreement: number; maxDrop?: number}
+  /** Accuracy-aware: each unit's harm, as the output SQNR (dB, against fp32 on a few evaluation samples) with only that unit quantized; most harmful first. */
   sensitivity?: {node: string; opType: string; sqnrDb: number}[]
   /** Static, hardware-aware: each weighted op's compute time alone, float against int8 (µs per run, timed batch sizes summed). */
   nodeTimings?: NodeTiming[]
@@ -247,9 +248,23 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       // Read to the end (a limited spec) rather than break: the reader prefetches the next batch.
       const few = Math.min(batchSize, 8)
       for await (const b of readBatches({...opts.eval!, limit: Math.min(opts.eval!.limit ?? Infinity, few * 2)}, {batchSize: few, inputs, signal: opts.signal})) sample.push(b)
-      const fp32 = await readModel(opts.input)
-      const sq = await tensorSqnr(fp32, first.model, first.units.map((u) => [u.ref, u.test]), sample, opts.profile)
-      const table = first.units.map((u) => ({key: u.key, node: u.node, opType: u.opType, sqnrDb: sq.get(u.ref) ?? Number.NaN})).filter((r) => Number.isFinite(r.sqnrDb))
+      // A unit's harm is the model's output SQNR with that unit alone quantized. (Inside the fully
+      // quantized model a tensor's SQNR mostly shows the error of everything before it.) Many units:
+      // the ones that look worst there are measured alone.
+      let measured = first.units
+      if (measured.length > MAX_SENSITIVITY_UNITS) {
+        const sq = await tensorSqnr(await readModel(opts.input), first.model, first.units.map((u) => [u.ref, u.test]), sample, opts.profile)
+        measured = [...measured].sort((a, b) => (sq.get(a.ref) ?? Infinity) - (sq.get(b.ref) ?? Infinity)).slice(0, MAX_SENSITIVITY_UNITS)
+      }
+      const reference = await referenceOutputs(opts.input, sample, opts.profile)
+      const everyKey = first.units.map((u) => u.key)
+      const table: {key: string; node: string; opType: string; sqnrDb: number}[] = []
+      for (const u of measured) {
+        if (opts.signal?.aborted) throw new KilnError('cancelled', {code: 'E_ABORTED'})
+        const alone = build({mix: mixes[0]!, extraExcluded: new Set(everyKey.filter((k) => k !== u.key))}, false)
+        const {sqnrDb} = await outputAgreement(reference, modelToBytes(alone.model), sample, opts.profile)
+        if (Number.isFinite(sqnrDb)) table.push({key: u.key, node: u.node, opType: u.opType, sqnrDb})
+      }
       table.sort((a, b) => a.sqnrDb - b.sqnrDb)
       report.sensitivity = table.map(({node, opType, sqnrDb}) => ({node, opType, sqnrDb: Math.round(sqnrDb * 100) / 100}))
       for (let k = 1; acc.drop > opts.maxAccuracyDrop! && k <= table.length * 2; k *= 2) {
@@ -382,6 +397,9 @@ async function dataContext<T>(role: 'calibration' | 'evaluation', fn: () => Prom
 function staticOpts(ctx: ModeContext, excluded: (n: NodeProto) => boolean) {
   return {perChannel: ctx.perChannel, activations: ctx.activations, symmetricActivations: !!ctx.symmetric, reduceRange: ctx.reduceRange, excluded}
 }
+
+/** Accuracy-aware mode measures at most this many units alone (each is one build and one run of the sample). */
+const MAX_SENSITIVITY_UNITS = 96
 
 /** An op must run in at most this fraction of its float time in int8 to count as gaining. */
 const GAIN_THRESHOLD = 0.9

@@ -31,7 +31,7 @@ export async function toFeeds(inputs: Record<string, BatchTensor>): Promise<Feed
  * (0 for logits, 0.5 for probabilities).
  * Otherwise the first output's arg-max is the class.
  */
-export function predictions(session: Session, out: Record<string, Ort.Tensor>, size: number, threshold = 0): number[] {
+export function predictions(session: Pick<Session, 'outputNames'>, out: Record<string, Ort.Tensor>, size: number, threshold = 0): number[] {
   const first = out[session.outputNames[0]!]!
   const dims = first.dims
   const preds: number[] = []
@@ -61,7 +61,7 @@ export function predictions(session: Session, out: Record<string, Ort.Tensor>, s
 }
 
 /** Where a one-wide score head splits: 0.5 when the float model's values are all in [0, 1] (a probability, as Silero's speech score), else 0 (a logit). */
-export function scoreThreshold(session: Session, out: Record<string, Ort.Tensor>): number {
+export function scoreThreshold(session: Pick<Session, 'outputNames'>, out: Record<string, Ort.Tensor>): number {
   const first = out[session.outputNames[0]!]!
   return first.dims.at(-1) === 1 && first.type === 'float32' && (first.data as Float32Array).every((v) => v >= 0 && v <= 1) ? 0.5 : 0
 }
@@ -113,18 +113,34 @@ export async function evaluate(model: ModelProto | Uint8Array | string, batches:
  * How closely a quantized model follows the float one on some batches: top-1 agreement of their
  * predictions (see {@link predictions}) and the SQNR (dB) of each float output, averaged.
  */
-export async function outputAgreement(ref: ModelProto | Uint8Array | string, test: ModelProto | Uint8Array, batches: Batch[], profile: Partial<HardwareProfile>): Promise<{samples: number; agreement: number; sqnrDb: number}> {
-  const a = await sessionOf(ref, profile)
+/** A model's outputs on some batches, kept to compare other models against. */
+export interface Reference {
+  outputNames: readonly string[]
+  outputs: Record<string, Ort.Tensor>[]
+}
+
+export async function referenceOutputs(model: ModelProto | Uint8Array | string, batches: Batch[], profile: Partial<HardwareProfile>): Promise<Reference> {
+  const session = await sessionOf(model, profile)
+  try {
+    const outputs: Record<string, Ort.Tensor>[] = []
+    for (const batch of batches) outputs.push(await session.run(await toFeeds(batch.inputs)))
+    return {outputNames: [...session.outputNames], outputs}
+  } finally {
+    await session.release()
+  }
+}
+
+export async function outputAgreement(ref: ModelProto | Uint8Array | string | Reference, test: ModelProto | Uint8Array, batches: Batch[], profile: Partial<HardwareProfile>): Promise<{samples: number; agreement: number; sqnrDb: number}> {
+  const a = typeof ref === 'object' && 'outputs' in ref ? ref : await referenceOutputs(ref, batches, profile)
   const b = await sessionFor(test, profile)
   let same = 0
   let n = 0
   let db = 0
   let outputs = 0
   try {
-    for (const batch of batches) {
-      const feeds = await toFeeds(batch.inputs)
-      const ra = await a.run(feeds)
-      const rb = await b.run(feeds)
+    for (const [i, batch] of batches.entries()) {
+      const ra = a.outputs[i]!
+      const rb = await b.run(await toFeeds(batch.inputs))
       const threshold = scoreThreshold(a, ra)
       const pa = predictions(a, ra, batch.size, threshold)
       const pb = predictions(b, rb, batch.size, threshold)
@@ -137,7 +153,6 @@ export async function outputAgreement(ref: ModelProto | Uint8Array | string, tes
       }
     }
   } finally {
-    await a.release()
     await b.release()
   }
   return {samples: n, agreement: same / Math.max(1, n), sqnrDb: outputs ? db / outputs : Number.POSITIVE_INFINITY}

@@ -192,6 +192,26 @@ describe('static QDQ inside If branches (Silero: weights in Constant nodes insid
     expect(Math.abs(a.output![0]! - b.output![0]!)).toBeLessThan(1e-5)
   })
 
+  it('accuracy-aware on Silero legacy: measures each unit alone and falls back only the few that matter', async () => {
+    const cal = await sileroStream('sileroLegacy', ['cards-001.wav', 'cards-002.wav'], 64, path.join(dir, 'legacy-aware-cal.npz'))
+    const evalStream = await sileroStream('sileroLegacy', ['cards-004.wav', 'cards-005.wav'], 96, path.join(dir, 'legacy-aware-eval.npz'))
+    const out = path.join(dir, 'legacy.aware.onnx')
+    const r = await quantizeModel({
+      input: MODELS.sileroLegacy, output: out, mode: 'static', calibration: {name: 'speech', path: cal.npz},
+      eval: {name: 'speech-eval', path: evalStream.npz}, maxAccuracyDrop: 0.02, profile, neverSlower: false,
+    })
+    // No labels: the drop is the share of speech/no-speech decisions that differ from fp32.
+    expect(r.accuracy!.agreement).toBeGreaterThanOrEqual(0.98)
+    expect((await sileroAgreement(out, evalStream)).agreement).toBe(r.accuracy!.agreement)
+    const table = r.sensitivity!
+    expect(table.length).toBeGreaterThan(20)
+    for (let i = 1; i < table.length; i++) expect(table[i]!.sqnrDb).toBeGreaterThanOrEqual(table[i - 1]!.sqnrDb)
+    // A handful of units in float, most convolutions still int8.
+    expect(r.fallback.length).toBeGreaterThan(0)
+    expect(r.fallback.length).toBeLessThanOrEqual(table.length / 4)
+    expect(r.quantizedNodes.Conv).toBeGreaterThanOrEqual(12)
+  })
+
   it('calibrates a Loop body over all its iterations, carried value included, and quantizes its MatMul', async () => {
     // y = three times v ← ReLU(v · W + b), with W and b in Constant nodes inside the body.
     const d = 16
