@@ -249,33 +249,39 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       const few = Math.min(batchSize, 8)
       for await (const b of readBatches({...opts.eval!, limit: Math.min(opts.eval!.limit ?? Infinity, few * 2)}, {batchSize: few, inputs, signal: opts.signal})) sample.push(b)
       // A unit's harm is the model's output SQNR with that unit alone quantized. (Inside the fully
-      // quantized model a tensor's SQNR mostly shows the error of everything before it.) Many units:
-      // the ones that look worst there are measured alone.
-      let measured = first.units
-      if (measured.length > MAX_SENSITIVITY_UNITS) {
+      // quantized model a tensor's SQNR mostly shows the error of everything before it.) Many units,
+      // or a large model: the ones that look worst there are measured alone, within a bound.
+      let ranked = first.units
+      if (ranked.length > 8) {
         const sq = await tensorSqnr(await readModel(opts.input), first.model, first.units.map((u) => [u.ref, u.test]), sample, opts.profile)
-        measured = [...measured].sort((a, b) => (sq.get(a.ref) ?? Infinity) - (sq.get(b.ref) ?? Infinity)).slice(0, MAX_SENSITIVITY_UNITS)
+        ranked = [...ranked].sort((a, b) => (sq.get(a.ref) ?? Infinity) - (sq.get(b.ref) ?? Infinity))
       }
+      const measured = ranked.slice(0, MAX_SENSITIVITY_UNITS)
       const reference = await referenceOutputs(opts.input, sample, opts.profile)
       const everyKey = first.units.map((u) => u.key)
       const table: {key: string; node: string; opType: string; sqnrDb: number}[] = []
+      const since = performance.now()
       for (const u of measured) {
         if (opts.signal?.aborted) throw new KilnError('cancelled', {code: 'E_ABORTED'})
+        if (table.length >= 8 && performance.now() - since > SENSITIVITY_BUDGET_MS) break
         const alone = build({mix: mixes[0]!, extraExcluded: new Set(everyKey.filter((k) => k !== u.key))}, false)
         const {sqnrDb} = await outputAgreement(reference, modelToBytes(alone.model), sample, opts.profile)
         if (Number.isFinite(sqnrDb)) table.push({key: u.key, node: u.node, opType: u.opType, sqnrDb})
       }
       table.sort((a, b) => a.sqnrDb - b.sqnrDb)
       report.sensitivity = table.map(({node, opType, sqnrDb}) => ({node, opType, sqnrDb: Math.round(sqnrDb * 100) / 100}))
-      for (let k = 1; acc.drop > opts.maxAccuracyDrop! && k <= table.length * 2; k *= 2) {
-        extraExcluded = new Set(table.slice(0, Math.min(k, table.length)).map((r) => r.key))
+      // Fallback order: the units measured alone, most harmful first, then the others as they looked in the quantized model.
+      const inTable = new Set(table.map((r) => r.key))
+      const order = [...table.map((r) => r.key), ...ranked.map((u) => u.key).filter((k) => !inTable.has(k))]
+      for (let k = 1; acc.drop > opts.maxAccuracyDrop! && k <= order.length * 2; k *= 2) {
+        extraExcluded = new Set(order.slice(0, Math.min(k, order.length)))
         const next = build({mix: mixes[0]!, extraExcluded}, false)
         acc = await accuracyOf(modelToBytes(next.model))
         log(`accuracy-aware: ${extraExcluded.size} node(s) in float → drop ${(acc.drop * 100).toFixed(2)} points`)
-        if (k >= table.length) break
+        if (k >= order.length) break
       }
       // Doubling overshoots: narrow down between the last failing and the first passing count.
-      const keys = (n: number) => new Set(table.slice(0, n).map((r) => r.key))
+      const keys = (n: number) => new Set(order.slice(0, n))
       let hi = extraExcluded.size
       let lo = Math.floor(hi / 2)
       for (let step = 0; acc.drop <= opts.maxAccuracyDrop! && hi - lo > 1 && step < 3; step++) {
@@ -398,8 +404,10 @@ function staticOpts(ctx: ModeContext, excluded: (n: NodeProto) => boolean) {
   return {perChannel: ctx.perChannel, activations: ctx.activations, symmetricActivations: !!ctx.symmetric, reduceRange: ctx.reduceRange, excluded}
 }
 
-/** Accuracy-aware mode measures at most this many units alone (each is one build and one run of the sample). */
+/** Accuracy-aware mode measures at most this many units alone (each is one build and one run of the sample), */
 const MAX_SENSITIVITY_UNITS = 96
+/** for at most about this long (once 8 are measured); the rest stay in their quantized-model order. */
+const SENSITIVITY_BUDGET_MS = 60_000
 
 /** An op must run in at most this fraction of its float time in int8 to count as gaining. */
 const GAIN_THRESHOLD = 0.9
