@@ -3,6 +3,7 @@ import {KilnError} from '../errors.js'
 import {toFloat16Array} from '../onnx/float16.js'
 import type {TypedArray} from '../onnx/tensor.js'
 import type {DatasetSpec} from '../stages/types.js'
+import {BufferPool} from '../util/buffer-pool.js'
 import {imageSource} from './images.js'
 import type {NpyArray} from './npy.js'
 import type {Preprocess} from './preprocess.js'
@@ -42,8 +43,9 @@ export interface ReadOptions {
   signal?: AbortSignal
   /**
    * Recycle batch memory: a batch's arrays stay valid only until the consumer asks for the batch
-   * after the next one. For consumers that are done with a batch before they ask for more
-   * (evaluation, calibration); it saves a fresh allocation, and its page faults, per batch.
+   * after the next one, and not after the reader finishes (its memory serves the next reader). For
+   * consumers that are done with a batch before they ask for more (evaluation, calibration); it
+   * saves a fresh allocation, and its page faults, per batch.
    */
   reuse?: boolean
   /**
@@ -53,16 +55,40 @@ export interface ReadOptions {
   inline?: boolean
 }
 
+/**
+ * Batch memory kept across readers in this process: a second pass over a dataset (each evaluation
+ * of a quantization candidate, a pipeline's next evaluate stage) finds its buffers already mapped.
+ */
+const readerMemory = new BufferPool(64 * 1024 * 1024)
+
+interface Rings {
+  /** A buffer of at least `bytes` for `key`, handed out in rotation. */
+  take(key: string, bytes: number): Buffer
+  /** Give every buffer back to the process's pool: no batch may be used after this. */
+  release(): void
+}
+
 /** Buffers handed out in rotation, one ring per key, grown when a request is bigger. */
-function bufferRings(depth: number): (key: string, bytes: number) => Buffer {
+function bufferRings(depth: number): Rings {
   const rings = new Map<string, {bufs: Buffer[]; next: number}>()
-  return (key, bytes) => {
-    let r = rings.get(key)
-    if (!r) rings.set(key, (r = {bufs: [], next: 0}))
-    const i = r.next
-    r.next = (i + 1) % depth
-    if (!r.bufs[i] || r.bufs[i]!.length < bytes) r.bufs[i] = Buffer.allocUnsafeSlow(bytes)
-    return r.bufs[i]!
+  return {
+    take(key, bytes) {
+      let r = rings.get(key)
+      if (!r) rings.set(key, (r = {bufs: [], next: 0}))
+      const i = r.next
+      r.next = (i + 1) % depth
+      const held = r.bufs[i]
+      if (!held || held.length < bytes) {
+        if (held) readerMemory.give(held.buffer as ArrayBuffer)
+        const memory = readerMemory.take(bytes)
+        r.bufs[i] = Buffer.from(memory, 0, memory.byteLength)
+      }
+      return r.bufs[i]!
+    },
+    release() {
+      for (const r of rings.values()) for (const b of r.bufs) readerMemory.give(b.buffer as ArrayBuffer)
+      rings.clear()
+    },
   }
 }
 
@@ -284,6 +310,7 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
   // The prefetched read: when the caller stops early (break, error) it must settle before the source closes.
   let batches: AsyncGenerator<Rows> | undefined
   let next: Promise<IteratorResult<Rows>> | undefined
+  let ring: Rings | undefined
   try {
     const names = source.fields.map((f) => f.name)
     const labelField = format === 'images' || format === 'idx' ? names.find((n) => n === 'label' || n === 'labels') : spec.labels ?? LABEL_NAMES.find((n) => names.includes(n))
@@ -302,7 +329,7 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
     const ahead = options.inline ? 0 : readAhead(rowBytesOf(source, wanted) * options.batchSize)
     // Deep enough for the batch the consumer holds, the one prefetched, the chunks being read ahead,
     // and one spare, so that a batch stays valid until the consumer asks for the batch after the next.
-    const ring = options.reuse ? bufferRings(ahead + 3) : undefined
+    const rings = (ring = options.reuse ? bufferRings(ahead + 3) : undefined)
     const toBatch = (rows: Rows): Batch => {
       const inputs: Record<string, BatchTensor> = {}
       for (const plan of plans) {
@@ -313,7 +340,7 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
         if (plan.identity) out = src
         else {
           const Ctor = ARRAY_OF[plan.type]!
-          const scratch = ring?.(`out:${plan.input}`, rows.rows * m * Ctor.BYTES_PER_ELEMENT)
+          const scratch = rings?.take(`out:${plan.input}`, rows.rows * m * Ctor.BYTES_PER_ELEMENT)
           out = scratch ? new Ctor(scratch.buffer as ArrayBuffer, scratch.byteOffset, rows.rows * m) : new Ctor(rows.rows * m)
           for (let r = 0; r < rows.rows; r++) plan.convert(src.subarray(r * n, (r + 1) * n) as TypedArray, out, r * m)
         }
@@ -323,7 +350,7 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
       if (labelField) batch.labels = Float64Array.from(rows.values[labelField] as ArrayLike<number>, Number)
       return batch
     }
-    batches = source.read ? randomAccess(spec, source, wanted, options, {scratch: ring, sync: options.inline}, ahead) : streamed(spec, source, wanted, options)
+    batches = source.read ? randomAccess(spec, source, wanted, options, {scratch: rings && ((key, bytes) => rings.take(key, bytes)), sync: options.inline}, ahead) : streamed(spec, source, wanted, options)
     // Prefetch: start reading batch i+1 before handing batch i to the caller. Reads in line cannot
     // overlap anything, so they happen when the caller asks, while the data is still in cache.
     const prefetch = !options.inline
@@ -343,11 +370,16 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
     if (next) await next.catch(() => undefined)
     await batches?.return(undefined).catch(() => undefined)
     await source.close()
+    ring?.release()
   }
 }
 
-/** About how many bytes a sequential read takes at once: a whole number of batches. */
-const CHUNK_BYTES = 256 << 10
+/**
+ * About how many bytes a sequential read takes at once: a whole number of batches. Reads ahead on
+ * the thread pool take more at once (fewer hand-offs to the main thread); reads in line take what
+ * stays in the core's cache until the model uses it.
+ */
+const CHUNK_BYTES = {ahead: 1 << 20, inline: 256 << 10}
 
 /** Bytes one sample of these fields takes as stored. */
 function rowBytesOf(source: Source, wanted: string[]): number {
@@ -375,7 +407,7 @@ async function* randomAccess(spec: DatasetSpec, source: Source, wanted: string[]
   // In order, rows come in chunks of whole batches, each batch a view of its chunk: a few large
   // reads instead of one per batch. Shuffled rows are scattered, so they are read a batch at a time.
   const rowBytes = rowBytesOf(source, wanted)
-  const chunkRows = options.batchSize * (order ? 1 : Math.max(1, Math.floor(CHUNK_BYTES / Math.max(1, rowBytes * options.batchSize))))
+  const chunkRows = options.batchSize * (order ? 1 : Math.max(1, Math.floor(CHUNK_BYTES[how.sync ? 'inline' : 'ahead'] / Math.max(1, rowBytes * options.batchSize))))
   const read = (start: number): Promise<Rows> => {
     const size = Math.min(chunkRows, total - start)
     const indices = order ? order.slice(start, start + size) : Array.from({length: size}, (_, i) => start + i)

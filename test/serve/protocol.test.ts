@@ -1,5 +1,5 @@
 import {describe, expect, it} from 'vitest'
-import {BufferPool, MAX_POOLED} from '../../src/delivery/serve/buffers.js'
+import {BufferPool, MAX_POOLED} from '../../src/util/buffer-pool.js'
 import {decodeBytesElements, encodeBytesElements} from '../../src/delivery/serve/datatypes.js'
 import {decodeInferRequest, type ModelSignature, splitBody} from '../../src/delivery/serve/infer-request.js'
 import {encodeInferResponse} from '../../src/delivery/serve/infer-response.js'

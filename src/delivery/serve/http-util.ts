@@ -1,6 +1,6 @@
 import {createHash, timingSafeEqual} from 'node:crypto'
 import type {IncomingMessage, ServerResponse} from 'node:http'
-import type {BufferPool} from './buffers.js'
+import type {BufferPool} from '../../util/buffer-pool.js'
 import {HttpError} from './http-error.js'
 
 /** A request body; `pooled` when its memory came from a {@link BufferPool} and should go back to it. */

@@ -10,7 +10,7 @@ import {
   storeJsonValue,
   viewOf,
 } from './datatypes.js'
-import type {BufferPool} from './buffers.js'
+import type {BufferPool} from '../../util/buffer-pool.js'
 import {badRequest} from './http-error.js'
 
 /** One input or output of a served model, as model metadata describes it (-1 for a dynamic dim). */

@@ -1,7 +1,7 @@
 import {Worker} from 'node:worker_threads'
 import {tensorBuffers} from './datatypes.js'
 import type {RawTensor} from './datatypes.js'
-import type {BufferPool} from './buffers.js'
+import type {BufferPool} from '../../util/buffer-pool.js'
 import {HttpError} from './http-error.js'
 import {SessionHost} from './session-host.js'
 import type {FromWorker, ModelPayload, SessionValueInfo, ToWorker} from './worker-protocol.js'

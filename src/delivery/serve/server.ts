@@ -1,7 +1,7 @@
 import http, {type IncomingMessage, type ServerResponse} from 'node:http'
 import type {AddressInfo} from 'node:net'
 import {HttpError} from './http-error.js'
-import {BufferPool} from './buffers.js'
+import {BufferPool} from '../../util/buffer-pool.js'
 import {tensorBuffers} from './datatypes.js'
 import {discardBody, readBody, send, sendJson, tokenChecker} from './http-util.js'
 import {decodeInferRequest, splitBody} from './infer-request.js'

@@ -1,9 +1,9 @@
 /**
- * Request memory the server hands out again and again. A fresh buffer costs a page fault per
- * 4 KiB the first time it is written, which for a 200 KB image input is as much CPU as the model
- * itself; recycled buffers are already mapped. A request body is read into one of these, its
- * tensors are views of it, it travels to an inference worker and back without a copy, and returns
- * here when the answer has been sent.
+ * Memory handed out again and again: request bodies in `kiln serve`, batches in the dataset reader.
+ * A fresh buffer costs a page fault per 4 KiB the first time it is written, which for a 200 KB
+ * image input is as much CPU as the model itself; recycled buffers are already mapped. A request
+ * body is read into one of these, its tensors are views of it, it travels to an inference worker
+ * and back without a copy, and returns here when the answer has been sent.
  *
  * Buffers come in power-of-two size classes from 4 KiB. At most `keepBytes` wait idle; beyond
  * that, returned buffers are left to the garbage collector, so memory stays bounded.
