@@ -10,7 +10,7 @@ import {modelToBytes} from '../../onnx/model.js'
 import {DataType, ValueInfoProtoSchema, create} from '../../onnx/proto.js'
 import type {GraphProto, ModelProto, NodeProto} from '../../onnx/proto.js'
 import {dtypeName, makeTensor} from '../../onnx/tensor.js'
-import {loadOrt} from '../../runtime/ort.js'
+import {loadOrt, sessionOptions} from '../../runtime/ort.js'
 import type {Ort} from '../../runtime/ort.js'
 import type {HardwareProfile} from '../../stages/types.js'
 
@@ -75,17 +75,9 @@ export function ensureOpsetImport(model: ModelProto, domain: string, version: nu
   }
 }
 
-/** Session options for a profile with no undefined fields (onnxruntime-node rejects them). */
+/** Session options for a profile, with `optimization` as the graph optimisation level unless the profile sets one. */
 export function ortOptions(profile: Partial<HardwareProfile> | undefined, optimization: 'disabled' | 'basic' | 'extended' | 'all' = 'all'): Ort.InferenceSession.SessionOptions {
-  const o: Ort.InferenceSession.SessionOptions = {
-    logSeverityLevel: 3,
-    executionProviders: profile?.providers ?? ['cpu'],
-    graphOptimizationLevel: profile?.graphOptimizationLevel ?? optimization,
-  }
-  if (profile?.threads !== undefined) o.intraOpNumThreads = profile.threads
-  if (profile?.interOpThreads !== undefined) o.interOpNumThreads = profile.interOpThreads
-  if (profile?.executionMode) o.executionMode = profile.executionMode
-  return o
+  return {...sessionOptions(profile), graphOptimizationLevel: profile?.graphOptimizationLevel ?? optimization}
 }
 
 /** A session on an in-memory model; a model onnxruntime refuses is a kiln bug here, said plainly. */
