@@ -23,6 +23,8 @@ export const WEIGHTED_OPS = new Set(['Conv', 'MatMul', 'Gemm'])
 const ARITH_OPS = new Set(['Add', 'Mul', 'Concat', 'AveragePool', 'GlobalAveragePool', 'Sigmoid', 'LeakyRelu'])
 /** Ops that move data without changing values: the output reuses the input's parameters. */
 const MOVE_OPS = new Set(['MaxPool', 'Reshape', 'Transpose', 'Squeeze', 'Unsqueeze', 'Flatten', 'Resize', 'Slice', 'Split', 'Gather', 'DepthToSpace', 'SpaceToDepth'])
+/** Elementwise activations that never decrease: max pooling commutes with them. */
+const MONOTONE_OPS = new Set(['Relu', 'LeakyRelu', 'Clip'])
 /** Ops onnxruntime's QDQ propagation moves a DequantizeLinear past. */
 const DQ_PROPAGATING_OPS = new Set(['MaxPool', 'Reshape', 'Transpose', 'Squeeze', 'Unsqueeze', 'Slice'])
 /** Ops between a tensor and a graph output that still count as "the output layer". */
@@ -65,6 +67,8 @@ export interface GraphPlan {
   tensors: string[]
   /** Nodes that keep reading the float tensor rather than its dequantized copy. */
   floatReaders: Set<NodeProto>
+  /** Float activation → MaxPool pairs to run as MaxPool → activation (when the pool's output gets its range). */
+  swaps: [NodeProto, NodeProto][]
 }
 
 export interface StaticPlan {
@@ -98,7 +102,8 @@ export function planStatic(model: ModelProto, meta: Map<string, TensorMeta>, opt
   const isFloat = (name: string) => meta.get(name)?.type === 'float32' && (made.get(name) ?? 0) <= 1
   const leftFloat: FloatNode[] = []
   const graphs = scopedWeights(model).map(({graph, weights}) => planGraph(graph, weights, isFloat, opts, leftFloat))
-  const calibrate = [...new Set(graphs.flatMap((g) => g.tensors.filter((t) => !g.shared.has(t))))]
+  // Shared tensors too: a mix that keeps the op before a pool in float quantizes the pool's output on its own range.
+  const calibrate = [...new Set(graphs.flatMap((g) => g.tensors))]
   return {graphs, nodes: new Set(graphs.flatMap((g) => [...g.nodes])), calibrate, leftFloat}
 }
 
@@ -197,7 +202,20 @@ function planGraph(graph: GraphProto, w: Map<string, WeightRef>, isFloat: (name:
       addTensor(out)
     }
   }
-  return {graph, weights: w, nodes, shared, absorbed, tensors, floatReaders}
+  // Float ReLU → MaxPool feeding an int8 op: onnxruntime would move the QuantizeLinear up through
+  // the pool and run it on uint8 in NCHW, its slow path. MaxPool then ReLU computes the same (a
+  // monotone activation commutes with max), and the QuantizeLinear then stops at the activation.
+  const swaps: [NodeProto, NodeProto][] = []
+  const producers = new Map(graph.node.flatMap((n) => n.output.map((o) => [o, n] as const)))
+  for (const pool of graph.node) {
+    if (pool.opType !== 'MaxPool' || pool.domain !== '' || nodes.has(pool) || pool.output.filter(Boolean).length !== 1 || !quantized.has(pool.output[0]!)) continue
+    const act = producers.get(pool.input[0]!)
+    const mid = act?.output[0]
+    if (!act || !mid || act.domain !== '' || !MONOTONE_OPS.has(act.opType) || quantized.has(mid) || outputs.has(mid) || leaks.has(mid)) continue
+    if ((consumers.get(mid) ?? []).length !== 1) continue
+    swaps.push([act, pool])
+  }
+  return {graph, weights: w, nodes, shared, absorbed, tensors, floatReaders, swaps}
 }
 
 function* nodesWithin(graph: GraphProto): Generator<{node: NodeProto}> {
@@ -262,6 +280,17 @@ function applyGraph(plan: GraphPlan, names: NameScope, ranges: Map<string, {min:
     dqName.set(t, dq)
     result.qdqPairs++
     after.set(t, nodes)
+  }
+  for (const [act, pool] of plan.swaps) {
+    if (!params.has(pool.output[0]!)) continue
+    const [x, mid, y] = [act.input[0]!, act.output[0]!, pool.output[0]!]
+    pool.input[0] = x
+    pool.output[0] = mid
+    act.input[0] = mid
+    act.output[0] = y
+    const [i, j] = [graph.node.indexOf(act), graph.node.indexOf(pool)]
+    graph.node[i] = pool
+    graph.node[j] = act
   }
   // Folded activations disappear: the producer writes the activation's output name directly.
   for (const act of plan.absorbed) {

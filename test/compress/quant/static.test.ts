@@ -3,7 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {KilnError} from '../../../src/errors.js'
-import {answerTensors, TensorStats} from '../../../src/compress/quant/calibrate.js'
+import {answerTensors, calibrate, TensorStats} from '../../../src/compress/quant/calibrate.js'
 import {quantizeModel} from '../../../src/compress/quant/index.js'
 import {cutNode} from '../../../src/compress/quant/node-timing.js'
 import {exposedModel, inferTypes} from '../../../src/compress/quant/graph-util.js'
@@ -145,6 +145,33 @@ describe('hardware-aware static quantization', () => {
     expect(f.length).toBe(2 * 16 * 28 * 28)
     // Same op, same weights: only int8 rounding (and the output range) between them.
     expect(cosine(f, q)).toBeGreaterThan(0.999)
+  })
+
+  it('with the first convolution kept float, quantizes the pool after it on its own range and pools before the ReLU', async () => {
+    // onnxruntime would otherwise run that max pool on uint8 in NCHW layout, its slow path, and the
+    // second convolution needs the pool output's own range (the full plan shares the ReLU's).
+    const trained = ensureTrainedModels()
+    const work = await readModel(trained.cnn)
+    preprocessModel(work)
+    upgradeOpset(work, 13)
+    const meta = await inferTypes(work)
+    const opts = {perChannel: true, activations: 'uint8' as const, symmetricActivations: false, reduceRange: false, excluded: () => false}
+    const plan = planStatic(work, meta, opts)
+    const inputs = [{name: 'input', type: 'float32', dims: ['N', 1, 28, 28] as (string | number)[]}]
+    const cal = await calibrate(work, plan.calibrate, readBatches({name: 'calib', path: trained.calib, limit: 64}, {batchSize: 32, inputs}))
+    const ctx: ModeContext = {mode: 'static', exclude: [], perChannel: true, activations: 'uint8', reduceRange: false, blockSize: 32, algorithm: 'rtn', accuracyLevel: 4, keepIOTypes: true, meta}
+    ctx.ranges = new Map([...cal.stats].map(([k, st]) => [k, st.range('minmax')]))
+    const built = buildCandidate(work, ctx, {mix: {name: 'only the ops that gain', arith: true, keepFloat: new Map([['conv1', 'slower in int8']])}, extraExcluded: new Set()})
+    expect(built.quantizedNodes.Conv).toBe(2)
+    const nodes = built.model.graph!.node
+    const at = (name: string) => nodes.findIndex((n) => n.name === name)
+    expect(at('pool1')).toBeLessThan(at('relu1'))
+    const conv2 = nodes.find((n) => n.name === 'conv2')!
+    expect(conv2.input[0]).toMatch(/DequantizeLinear/)
+    // The same answers as fp32 on test images.
+    const q = await evaluate(modelToBytes(built.model), () => readBatches({name: 'test', path: trained.test, limit: 512}, {batchSize: 128, inputs}), profile)
+    const f = await evaluate(trained.cnn, () => readBatches({name: 'test', path: trained.test, limit: 512}, {batchSize: 128, inputs}), profile)
+    expect(agreement(f.predictions, q.predictions)).toBeGreaterThanOrEqual(0.99)
   })
 
   it('times every weighted op alone in float and int8, and offers a candidate keeping the ones that lose in float', async () => {
