@@ -17,8 +17,11 @@ import {allNodes} from '../../../src/onnx/graph.js'
 import {modelToBytes, readModel, writeModel} from '../../../src/onnx/model.js'
 import {makeGraph, makeModel, makeNode, makeValueInfo} from '../../../src/onnx/build.js'
 import {DataType} from '../../../src/onnx/proto.js'
+import type {GraphProto} from '../../../src/onnx/proto.js'
+import type {NpyArray} from '../../../src/data/npy.js'
 import {makeTensor} from '../../../src/onnx/tensor.js'
 import {writeNpz} from '../../../src/data/npz-write.js'
+import {seededRandom} from '../../../src/data/random.js'
 import {MODELS, ensureFixtures, ensureTrainedModels} from '../../helpers/fixtures.js'
 import {agreement, evaluate} from '../../../src/compress/quant/measure.js'
 import {readBatches} from '../../../src/data/dataset.js'
@@ -49,6 +52,33 @@ async function lfwAccuracy(model: string, indices: number[]): Promise<{acc: numb
     preds.push(faceScore(Object.fromEntries(Object.entries(out).map(([k, v]) => [k, {data: v}]))) > 0)
   }
   return {acc: preds.filter((p, k) => p === indices[k]! < 100).length / indices.length, preds}
+}
+
+/** Seeded values spread evenly over [-scale/2, scale/2). */
+const uniform = (seed: number, scale: number) => {
+  const next = seededRandom(seed)
+  return () => (next() - 0.5) * scale
+}
+
+/** A Constant node holding a float tensor of seeded values. */
+const constantNode = (name: string, dims: number[], rnd: () => number) =>
+  makeNode('Constant', [], [name], {value: makeTensor(name, DataType.FLOAT, dims, Float32Array.from({length: dims.reduce((a, b) => a * b, 1)}, rnd))})
+
+/**
+ * Write a generated graph and its calibration arrays, quantize it static (never-slower off), and
+ * compare the first output with the float model's on `feeds`.
+ */
+async function quantizeGenerated(name: string, graph: GraphProto, calib: Record<string, NpyArray>, feeds: Record<string, [Float32Array, number[]]>) {
+  const input = path.join(dir, `${name}.onnx`)
+  await writeModel(makeModel(graph, {'': 17}), input)
+  await writeNpz(path.join(dir, `${name}-calib.npz`), calib)
+  const out = path.join(dir, `${name}.static.onnx`)
+  const r = await quantizeModel({input, output: out, mode: 'static', calibration: {name: 'c', path: path.join(dir, `${name}-calib.npz`)}, profile, neverSlower: false})
+  const ort = await import('onnxruntime-node')
+  const tensors = Object.fromEntries(Object.entries(feeds).map(([k, [data, dims]]) => [k, new ort.Tensor('float32', data, dims)]))
+  const [a, b] = [await runModel(input, tensors), await runModel(out, tensors)]
+  const first = graph.output[0]!.name
+  return {r, q: await readModel(out), cos: cosine(a[first]!, b[first]!)}
 }
 
 describe('static QDQ on BlazeFace with LFW', () => {
@@ -242,14 +272,13 @@ describe('static QDQ inside If branches (Silero: weights in Constant nodes insid
   it('calibrates a Loop body over all its iterations, carried value included, and quantizes its MatMul', async () => {
     // y = three times v ← ReLU(v · W + b), with W and b in Constant nodes inside the body.
     const d = 16
-    let seed = 5
-    const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff - 0.5) * 0.6
+    const rnd = uniform(5, 0.6)
     const body = makeGraph({
       name: 'body',
       node: [
         makeNode('Identity', ['cond_in'], ['cond_out']),
-        makeNode('Constant', [], ['W'], {value: makeTensor('W', DataType.FLOAT, [d, d], Float32Array.from({length: d * d}, rnd))}),
-        makeNode('Constant', [], ['b'], {value: makeTensor('b', DataType.FLOAT, [d], Float32Array.from({length: d}, rnd))}),
+        constantNode('W', [d, d], rnd),
+        constantNode('b', [d], rnd),
         makeNode('MatMul', ['v_in', 'W'], ['h'], {}, {name: 'body_matmul'}),
         makeNode('Add', ['h', 'b'], ['hb']),
         makeNode('Relu', ['hb'], ['v_out']),
@@ -264,22 +293,44 @@ describe('static QDQ inside If branches (Silero: weights in Constant nodes insid
       input: [makeValueInfo('x', DataType.FLOAT, ['n', d])],
       output: [makeValueInfo('y', DataType.FLOAT, ['n', d])],
     })
-    const input = path.join(dir, 'loop.onnx')
-    await writeModel(makeModel(main, {'': 17}), input)
     const n = 64
     const x = Float32Array.from({length: n * d}, () => rnd() * 3)
-    await writeNpz(path.join(dir, 'loop-calib.npz'), {x: {dtype: '<f4', shape: [n, d], data: x}})
-    const out = path.join(dir, 'loop.static.onnx')
-    const r = await quantizeModel({input, output: out, mode: 'static', calibration: {name: 'c', path: path.join(dir, 'loop-calib.npz')}, profile, neverSlower: false})
+    const {r, q, cos} = await quantizeGenerated('loop', main, {x: {dtype: '<f4', shape: [n, d], data: x}}, {x: [x.slice(0, 8 * d), [8, d]]})
     expect(r.quantizedNodes.MatMul).toBe(1)
     expect(r.leftFloat).toEqual([])
-    const q = await readModel(out)
     expect([...allNodes(q)].filter(({node, path: p}) => p.length === 1 && node.opType === 'QuantizeLinear').length).toBeGreaterThanOrEqual(2)
-    const ort = await import('onnxruntime-node')
-    const feeds = {x: new ort.Tensor('float32', x.slice(0, 8 * d), [8, d])}
-    const a = await runModel(input, feeds)
-    const b = await runModel(out, feeds)
-    expect(cosine(a.y!, b.y!)).toBeGreaterThan(0.999)
+    expect(cos).toBeGreaterThan(0.999)
+  })
+
+  it('calibrates a Scan body over every step and quantizes its MatMul', async () => {
+    // y[t] = ReLU(x[t] · W) for each row t of an unbatched [T, d] input, W in a Constant node inside the body.
+    const d = 8
+    const rnd = uniform(11, 0.8)
+    const body = makeGraph({
+      name: 'step',
+      node: [
+        constantNode('Ws', [d, d], rnd),
+        makeNode('MatMul', ['x_t', 'Ws'], ['h_t'], {}, {name: 'step_matmul'}),
+        makeNode('Relu', ['h_t'], ['y_t']),
+      ],
+      input: [makeValueInfo('x_t', DataType.FLOAT, [d])],
+      output: [makeValueInfo('y_t', DataType.FLOAT, [d])],
+    })
+    const main = makeGraph({
+      name: 'scan',
+      node: [makeNode('Scan', ['xs'], ['ys'], {body, num_scan_inputs: 1}, {name: 'scan'})],
+      input: [makeValueInfo('xs', DataType.FLOAT, ['T', d])],
+      output: [makeValueInfo('ys', DataType.FLOAT, ['T', d])],
+    })
+    const n = 24
+    const steps = 5
+    const xs = Float32Array.from({length: n * steps * d}, () => rnd() * 3)
+    // Each sample is a whole [T, d] input: the model has no batch axis.
+    const {r, cos} = await quantizeGenerated('scan', main, {xs: {dtype: '<f4', shape: [n, steps, d], data: xs}}, {xs: [xs.slice(0, steps * d), [steps, d]]})
+    expect(r.calibration!.batches).toBe(n)
+    expect(r.quantizedNodes.MatMul).toBe(1)
+    expect(r.leftFloat).toEqual([])
+    expect(cos).toBeGreaterThan(0.999)
   })
 
   it('never lets onnxruntime move a DequantizeLinear through a Transpose into a branch (it aborts the process)', async () => {
