@@ -15,8 +15,11 @@ function labelText(labels: Labels, extra?: [string, string]): string {
   return parts.length ? `{${parts.join(',')}}` : ''
 }
 
+/** The series a label set belongs to, whatever order its keys came in. Runs several times per request: kept cheap. */
 function keyOf(labels: Labels): string {
-  return JSON.stringify(Object.entries(labels).sort(([a], [b]) => a.localeCompare(b)))
+  let key = ''
+  for (const k of Object.keys(labels).sort()) key += `${k}\u0000${labels[k]}\u0001`
+  return key
 }
 
 interface Metric {
