@@ -104,6 +104,8 @@ export class InferencePool implements InferenceRunner {
   private closed = false
   /** Smoothed run time, for a `Retry-After` that reflects the actual backlog. */
   private avgMs = 10
+  /** Runs handed to a worker and not yet answered. */
+  private readonly underway = new Set<Promise<unknown>>()
 
   constructor(private readonly options: PoolOptions) {
     for (let i = 0; i < options.size; i++) this.slots.push(this.spawn(i))
@@ -202,7 +204,7 @@ export class InferencePool implements InferenceRunner {
       chosen.inflight++
       // Tensors of one request can share a buffer (views of its body): each buffer moves once.
       const transfer = tensorBuffers(job.inputs)
-      this.send(chosen, {op: 'run', id: 0, key: job.key, inputs: job.inputs, outputs: job.outputs}, transfer)
+      const underway: Promise<unknown> = this.send(chosen, {op: 'run', id: 0, key: job.key, inputs: job.inputs, outputs: job.outputs}, transfer)
         .then((msg) => {
           if ((msg.op === 'result' || msg.op === 'error') && msg.returned) for (const b of msg.returned) this.options.buffers?.give(b)
           if (msg.op === 'result') {
@@ -213,15 +215,19 @@ export class InferencePool implements InferenceRunner {
         }, job.reject)
         .finally(() => {
           chosen.inflight--
+          this.underway.delete(underway)
           this.dispatch()
         })
+      this.underway.add(underway)
     }
   }
 
-  /** Stop taking work, fail whatever still waits, and end the workers. Running jobs should be awaited by the caller first. */
+  /** Stop taking work, fail whatever still waits, let the runs already in a worker answer, and end the workers. */
   async close(): Promise<void> {
     this.closed = true
     for (const job of this.queue.splice(0)) job.reject(shuttingDown())
+    // A run already in a worker takes one inference more: let it answer before the workers end.
+    await Promise.allSettled([...this.underway])
     await Promise.all(this.slots.map((s) => s.worker.terminate()))
   }
 }
@@ -239,6 +245,8 @@ export class InlinePool implements InferenceRunner {
   private active = 0
   private closed = false
   private avgMs = 10
+  /** The run in progress, if any. */
+  private current?: Promise<unknown>
 
   constructor(private readonly options: PoolOptions) {}
 
@@ -272,7 +280,7 @@ export class InlinePool implements InferenceRunner {
     const job = this.queue.shift()
     if (!job) return
     this.active = 1
-    this.host
+    this.current = this.host
       .run(job.key, job.inputs, job.outputs)
       .then(
         (r) => {
@@ -290,6 +298,8 @@ export class InlinePool implements InferenceRunner {
   async close(): Promise<void> {
     this.closed = true
     for (const job of this.queue.splice(0)) job.reject(shuttingDown())
+    // Its sessions go only once the run in progress has answered.
+    await this.current?.catch(() => undefined)
     await this.host.close()
   }
 }
