@@ -234,10 +234,15 @@ export function labelMetrics(wanted: string[], o: TaskOptions, side: 'outputs' |
 
 /** Metrics of the model against the baseline model: agreement, cosine similarity, per-output error statistics. */
 export function baselineMetrics(wanted: string[], o: TaskOptions): Accumulator {
-  const task = taskOf(o)
+  let task = taskOf(o)
+  let scoring = o
+  let threshold = o.threshold ?? 0.5
+  let decided = false
   let n = 0
   let agree = 0
   let cosSum = 0
+  // One value per sample: cosine over all samples' values (a single value's cosine is only its sign).
+  const scalar = {seen: false, dot: 0, nv: 0, nw: 0}
   const err = new Map<string, {maxAbs: number; sumAbs: number; sumSq: number; refSq: number; count: number}>()
   let outputNames: string[] | undefined
   return {
@@ -247,15 +252,27 @@ export function baselineMetrics(wanted: string[], o: TaskOptions): Accumulator {
       outputNames ??= o.outputs ?? [Object.keys(b.outputs)[0]!]
       const r = rows(b.outputs, outputNames, b.size)
       const rb = rows(b.baseline, outputNames, b.size)
+      if (!decided) {
+        decided = true
+        // A classifier's arg-max over one value always agrees: with no task given, one value per
+        // sample is a score, split at 0.5 when the baseline's are probabilities, else at 0 (a logit).
+        if (o.task === undefined && task === 'classification' && r.width === 1) {
+          const ref = Array.from({length: b.size}, (_, i) => rb.at(i)[0]!)
+          task = 'binary'
+          scoring = {...o, reduce: 'first', activation: 'none'}
+          threshold = ref.every((x) => x >= 0 && x <= 1) ? 0.5 : 0
+        }
+      }
       for (let i = 0; i < b.size; i++) {
         const v = r.at(i)
         const w = rb.at(i)
-        if (task === 'binary') agree += binaryScore(v, o) >= (o.threshold ?? 0.5) === binaryScore(w, o) >= (o.threshold ?? 0.5) ? 1 : 0
+        if (task === 'binary') agree += binaryScore(v, scoring) >= threshold === binaryScore(w, scoring) >= threshold ? 1 : 0
         else if (task === 'regression') agree += Math.abs(v[0]! - w[0]!) <= 1e-3 * Math.max(1, Math.abs(w[0]!)) ? 1 : 0
         else agree += argmax(v) === argmax(w) ? 1 : 0
         let dot = 0, nv = 0, nw = 0
         for (let j = 0; j < v.length; j++) (dot += v[j]! * w[j]!), (nv += v[j]! * v[j]!), (nw += w[j]! * w[j]!)
-        cosSum += nv === 0 && nw === 0 ? 1 : dot / (Math.sqrt(nv * nw) || 1)
+        if (v.length === 1) (scalar.seen = true), (scalar.dot += dot), (scalar.nv += nv), (scalar.nw += nw)
+        else cosSum += nv === 0 && nw === 0 ? 1 : dot / (Math.sqrt(nv * nw) || 1)
       }
       if (wanted.includes('outputError')) {
         for (const [name, out] of Object.entries(b.outputs)) {
@@ -279,7 +296,7 @@ export function baselineMetrics(wanted: string[], o: TaskOptions): Accumulator {
       const out: Record<string, number> = {}
       if (n === 0) return out
       if (wanted.includes('agreement')) out.agreement = agree / n
-      if (wanted.includes('cosine')) out.cosine = cosSum / n
+      if (wanted.includes('cosine')) out.cosine = !scalar.seen ? cosSum / n : scalar.nv === 0 && scalar.nw === 0 ? 1 : scalar.dot / (Math.sqrt(scalar.nv * scalar.nw) || 1)
       for (const [name, e] of err) {
         out[`outputError.${name}.maxAbs`] = e.maxAbs
         out[`outputError.${name}.meanAbs`] = e.sumAbs / e.count

@@ -4,7 +4,7 @@ import path from 'node:path'
 import {beforeAll, describe, expect, it} from 'vitest'
 import {writeLfwNpz, BLAZEFACE_LFW_TASK} from '../../src/data/lfw.js'
 import {evaluateModel} from '../../src/eval/evaluate.js'
-import {rocAuc} from '../../src/eval/metrics.js'
+import {baselineMetrics, rocAuc} from '../../src/eval/metrics.js'
 import {writeNpz} from '../../src/data/npz-write.js'
 import {ensureTrainedModels, fixture, MODELS} from '../helpers/fixtures.js'
 
@@ -83,5 +83,22 @@ describe('alignOutputs', () => {
     expect(Object.keys(alignOutputs({out0: o, out1: o}, ['logits', 'probs']))).toEqual(['logits', 'probs'])
     expect(alignOutputs({logits: o}, ['logits']).logits).toBe(o)
     expect(() => alignOutputs({a: o}, ['x', 'y'])).toThrow(/do not match/)
+  })
+})
+
+describe('baseline metrics on one value per sample', () => {
+  const feed = (a: number[], b: number[]) => {
+    const acc = baselineMetrics(['agreement', 'cosine'], {})
+    acc.update({outputs: {p: {data: Float32Array.from(a), dims: [a.length, 1]}}, baseline: {p: {data: Float32Array.from(b), dims: [b.length, 1]}}, size: a.length})
+    return acc.result()
+  }
+  it('splits probabilities at 0.5 and takes the cosine over all samples, not per single value', () => {
+    const r = feed([0.4, 0.6, 0.7], [0.6, 0.55, 0.2])
+    expect(r.agreement).toBeCloseTo(1 / 3, 6)
+    const dot = 0.4 * 0.6 + 0.6 * 0.55 + 0.7 * 0.2
+    expect(r.cosine).toBeCloseTo(dot / Math.sqrt((0.16 + 0.36 + 0.49) * (0.36 + 0.3025 + 0.04)), 6)
+  })
+  it('splits logits at 0', () => {
+    expect(feed([-1, 2, -3, 4], [1, 3, -2, 5]).agreement).toBeCloseTo(3 / 4, 6)
   })
 })
