@@ -28,6 +28,7 @@ export default class Bench extends KilnCommand {
     concurrency: Flags.integer({description: 'Concurrent runs on one session.', min: 1}),
     rounds: Flags.integer({description: 'A/B rounds with --vs (default 20).', min: 2}),
     dim: Flags.string({description: 'Size of a symbolic dimension: NAME=SIZE (repeatable; default 64).', multiple: true}),
+    data: Flags.string({description: 'Time on real inputs: the first samples of a dataset (an NPZ whose arrays are named after the model inputs), instead of generated ones.'}),
   }
 
   async run(): Promise<BenchCommandResult> {
@@ -45,7 +46,8 @@ export default class Bench extends KilnCommand {
           }),
         )
       : undefined
-    const opts = {batch: flags.batch, iterations: flags.iterations, durationMs, warmup: flags.warmup, concurrency: flags.concurrency, rounds: flags.rounds, dims}
+    const data = flags.data ? {name: path.basename(flags.data), path: path.resolve(flags.data)} : undefined
+    const opts = {batch: flags.batch, iterations: flags.iterations, durationMs, warmup: flags.warmup, concurrency: flags.concurrency, rounds: flags.rounds, dims, data}
     const strip = (m: ModelBench) => ({...m, runs: m.runs.map(({samplesMs: _s, ...r}) => r)})
     let result: BenchCommandResult
     if (flags.vs) {

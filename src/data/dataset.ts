@@ -544,3 +544,31 @@ async function* streamed(spec: DatasetSpec, source: Source, wanted: string[], op
   }
   if (pending.length) yield joinRows(pending)
 }
+
+/**
+ * The first `batch` samples of a dataset as model inputs, repeated when it has fewer: real inputs
+ * to time a model on. A model whose inputs have no batch axis of their own takes batch 1 only.
+ */
+export async function sampleBatch(spec: DatasetSpec, inputs: InputMeta[], batch: number, signal?: AbortSignal): Promise<Batch['inputs']> {
+  let first: Batch | undefined
+  for await (const b of readBatches({...spec, limit: Math.min(spec.limit ?? Infinity, batch)}, {batchSize: batch, inputs, signal})) first ??= b
+  if (!first) throw new KilnError(`dataset '${spec.name}' is empty`, {code: 'E_DATA_EMPTY'})
+  if (first.size === batch) return first.inputs
+  const b = first
+  const unbatched = Object.entries(b.inputs).find(([, t]) => t.dims[0] !== b.size)
+  if (unbatched) {
+    throw new KilnError(`dataset '${spec.name}': input '${unbatched[0]}' has no batch axis of its own, so the model runs one sample at a time; batch ${batch} is not possible`, {
+      code: 'E_DATA_BATCH',
+      tryMessage: 'Time it at batch 1.',
+    })
+  }
+  const out: Batch['inputs'] = {}
+  for (const [name, t] of Object.entries(b.inputs)) {
+    const per = t.data.length / b.size
+    const Ctor = t.data.constructor as new (n: number) => typeof t.data
+    const data = new Ctor(per * batch)
+    for (let i = 0; i < batch; i++) (data as Float32Array).set(t.data.subarray((i % b.size) * per, ((i % b.size) + 1) * per) as Float32Array, i * per)
+    out[name] = {type: t.type, data, dims: [batch, ...t.dims.slice(1)]}
+  }
+  return out
+}

@@ -1,7 +1,9 @@
 import {performance} from 'node:perf_hooks'
 import {compressedSize} from '../delivery/compress.js'
 import {KilnError} from '../errors.js'
-import type {HardwareProfile} from '../stages/types.js'
+import type {DatasetSpec, HardwareProfile} from '../stages/types.js'
+import {sampleBatch} from '../data/dataset.js'
+import {inputMetaOf} from '../eval/evaluate.js'
 import type {Ort} from './ort.js'
 import {loadOrt} from './ort.js'
 import {checkProviders, createProfileSession, PROFILE_DEFAULTS} from './profiles.js'
@@ -27,6 +29,8 @@ export interface BenchOptions {
   dims?: Record<string, number>
   /** Real input tensors to run instead of generated ones (their first dim must be the batch). */
   feeds?: (batch: number) => Record<string, Ort.Tensor> | undefined
+  /** A dataset whose first samples are the inputs (arrays named after the model's inputs), instead of generated ones. */
+  data?: DatasetSpec
   /** Coefficient of variation above which a run is flagged noisy (default 0.1). */
   noisyCv?: number
   /** Compute the zstd-compressed size of the model file (default true; costs a compression). */
@@ -136,10 +140,34 @@ const FILL: Record<string, (n: number) => Ort.Tensor['data']> = {
   bool: (n) => new Uint8Array(n),
 }
 
-/** Inputs for a run: the caller's real data, else deterministic synthetic tensors of the model's shapes. */
+/**
+ * Inputs for a run, checked by running them once: the caller's tensors or dataset, else
+ * deterministic synthetic tensors of the model's shapes. A model that will not run on them is
+ * said plainly, with the shapes it got.
+ */
 async function makeFeeds(session: Ort.InferenceSession, batch: number, opts: BenchOptions): Promise<Record<string, Ort.Tensor>> {
-  const given = opts.feeds?.(batch)
-  if (given) return given
+  const ort = await loadOrt()
+  let feeds = opts.feeds?.(batch)
+  if (!feeds && opts.data) {
+    const inputs = await sampleBatch(opts.data, inputMetaOf(session), batch, opts.signal)
+    feeds = Object.fromEntries(Object.entries(inputs).map(([k, t]) => [k, new ort.Tensor(t.type as 'float32', t.data as Float32Array, t.dims)]))
+  }
+  feeds ??= await syntheticFeeds(session, batch, opts)
+  try {
+    await session.run(feeds)
+  } catch (error) {
+    const shapes = Object.entries(feeds).map(([k, t]) => `${k} ${t.type}[${t.dims.join(',')}]`).join(', ')
+    throw new KilnError(`the model does not run on the ${opts.feeds || opts.data ? 'given' : 'generated'} inputs (${shapes}): ${(error as Error).message.split('\n')[0]}`, {
+      code: 'E_BENCH_INPUT',
+      cause: error,
+      tryMessage: opts.data ? 'Check that the dataset\'s arrays fit the model\'s inputs.' : 'Benchmark on real inputs with --data DATA.npz (arrays named after the model\'s inputs), or size its symbolic dimensions with --dim NAME=SIZE.',
+    })
+  }
+  return feeds
+}
+
+/** Deterministic synthetic tensors of the model's input shapes. */
+async function syntheticFeeds(session: Ort.InferenceSession, batch: number, opts: BenchOptions): Promise<Record<string, Ort.Tensor>> {
   const ort = await loadOrt()
   const feeds: Record<string, Ort.Tensor> = {}
   for (const meta of session.inputMetadata) {

@@ -1,4 +1,9 @@
+import * as fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import {describe, expect, it} from 'vitest'
+import {KilnError} from '../../src/errors.js'
+import {sileroStream} from '../compress/quant/models.js'
 import {benchmark, benchmarkAB} from '../../src/runtime/bench.js'
 import {checkProviders, getProfile, resolveProfiles} from '../../src/runtime/profiles.js'
 import {meanCi, percentile} from '../../src/runtime/stats.js'
@@ -59,6 +64,21 @@ describe('benchmark harness', () => {
   it('refuses a batch the model cannot take', async () => {
     await expect(benchmark(MODELS.blazeface, getProfile('cpu-1t'), {batch: [4], iterations: 2})).rejects.toThrow(/fixed batch dimension of 1/)
   })
+
+  it('says plainly when a model will not run on generated inputs, and times it on the samples of a dataset instead', async () => {
+    // Silero: a scalar sample rate and a [2, batch, 128] state that generated inputs cannot guess.
+    const err = await benchmark(MODELS.sileroV5, getProfile('cpu-1t'), {iterations: 2, compressedSize: false}).catch((e: unknown) => e as KilnError)
+    expect(err).toBeInstanceOf(KilnError)
+    expect((err as KilnError).code).toBe('E_BENCH_INPUT')
+    expect((err as KilnError).message).toMatch(/does not run on the generated inputs \(input float32\[1,64\], state float32\[2,\d+,128\], sr int64\[\]\)/)
+    const stream = await sileroStream('sileroV5', ['cards-001.wav'], 8, path.join(os.tmpdir(), `kiln-bench-silero-${process.pid}.npz`))
+    const data = {name: 'speech', path: stream.npz}
+    const r = await benchmark(MODELS.sileroV5, getProfile('cpu-1t'), {iterations: 5, warmup: 1, compressedSize: false, data})
+    expect(r.runs[0]!.inputShapes).toEqual({input: [1, 512], state: [2, 1, 128], sr: []})
+    // Inputs without a batch axis run one sample at a time.
+    await expect(benchmark(MODELS.sileroV5, getProfile('cpu-1t'), {batch: [4], iterations: 2, compressedSize: false, data})).rejects.toThrow(/no batch axis of its own/)
+    fs.rmSync(stream.npz, {force: true})
+  }, 60_000)
 
   it('interleaves A/B and does not claim a speed-up between a model and itself', async () => {
     // BlazeFace runs take milliseconds, so each round spans enough time for a busy machine's

@@ -7,7 +7,7 @@
 import * as fsp from 'node:fs/promises'
 import {KilnError} from '../../errors.js'
 import type {Batch, InputMeta} from '../../data/dataset.js'
-import {readBatches} from '../../data/dataset.js'
+import {readBatches, sampleBatch} from '../../data/dataset.js'
 import {valueInfoShape} from '../../onnx/build.js'
 import {allNodes, allTensors} from '../../onnx/graph.js'
 import {modelToBytes, opsetVersion, readModel, writeModel} from '../../onnx/model.js'
@@ -337,7 +337,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       progress(`timing ${mix.name} against the input`)
       try {
         const data = opts.calibration ?? opts.eval
-        const feeds = async (b: number) => (data ? datasetInputs(data, inputs, b, opts.signal) : syntheticInputs(inputs, b))
+        const feeds = async (b: number) => (data ? sampleBatch(data, inputs, b, opts.signal) : syntheticInputs(inputs, b))
         cand.latency = await latencyAB(opts.input, bytes, opts.profile, timingBatches(opts.profile, fixedBatch), feeds, opts.signal)
         score = Math.min(...cand.latency.map((r) => r.speedup))
         if (cand.latency.some((r) => r.verdict === 'slower')) score = Math.min(score, 0.999)
@@ -466,24 +466,5 @@ function timingBatches(profile: HardwareProfile, fixedBatch?: number): number[] 
   return profile.batch?.length ? profile.batch : [1]
 }
 
-/** The first `batch` samples of a dataset (repeated if it has fewer), as timing input. */
-async function datasetInputs(spec: DatasetSpec, inputs: InputMeta[], batch: number, signal?: AbortSignal) {
-  let first: Batch | undefined
-  for await (const b of readBatches({...spec, limit: Math.min(spec.limit ?? Infinity, batch)}, {batchSize: batch, inputs, signal})) first ??= b
-  if (first) {
-    const b = first
-    if (b.size === batch) return b.inputs
-    const out: Batch['inputs'] = {}
-    for (const [name, t] of Object.entries(b.inputs)) {
-      const per = t.data.length / b.size
-      const Ctor = t.data.constructor as new (n: number) => typeof t.data
-      const data = new Ctor(per * batch)
-      for (let i = 0; i < batch; i++) (data as Float32Array).set(t.data.subarray((i % b.size) * per, ((i % b.size) + 1) * per) as Float32Array, i * per)
-      out[name] = {type: t.type, data, dims: [batch, ...t.dims.slice(1)]}
-    }
-    return out
-  }
-  throw new KilnError(`dataset '${spec.name}' is empty`, {code: 'E_DATA_EMPTY'})
-}
 
 
