@@ -99,6 +99,18 @@ function binaryScore(v: Float32Array, o: TaskOptions): number {
   return o.activation === 'sigmoid' ? sigmoid(s) : s
 }
 
+/**
+ * With no task given, one value per sample is a score, not classes (an arg-max over one value is
+ * always 0): binary, split at 0.5 when the first batch's values are all probabilities, else at 0
+ * (a logit). Undefined when the task stands as given.
+ */
+function oneValueScoring(o: TaskOptions, width: number, values: ArrayLike<number>): {scoring: TaskOptions; threshold: number} | undefined {
+  if (o.task !== undefined || taskOf(o) !== 'classification' || width !== 1) return undefined
+  let unit = true
+  for (let i = 0; i < values.length && unit; i++) unit = values[i]! >= 0 && values[i]! <= 1
+  return {scoring: {...o, reduce: 'first', activation: 'none'}, threshold: unit ? 0.5 : 0}
+}
+
 /** ROC AUC by ranks (Mann–Whitney U), ties counted half. */
 export function rocAuc(scores: ArrayLike<number>, positive: ArrayLike<boolean>): number {
   const idx = Array.from({length: scores.length}, (_, i) => i).sort((a, b) => scores[a]! - scores[b]!)
@@ -130,7 +142,10 @@ function checkLabel(label: number, index: number, classes?: number): void {
  * MSE/MAE for regression). `prefix` names the results (`baseline.` for the baseline model's).
  */
 export function labelMetrics(wanted: string[], o: TaskOptions, side: 'outputs' | 'baseline', prefix = ''): Accumulator {
-  const task = taskOf(o)
+  let task = taskOf(o)
+  let scoring = o
+  let threshold = o.threshold ?? 0.5
+  let decided = false
   const ks = wanted.flatMap((m) => (/^top\d+$/.test(m) ? [Number(m.slice(3))] : []))
   let n = 0
   let correct = 0
@@ -148,6 +163,11 @@ export function labelMetrics(wanted: string[], o: TaskOptions, side: 'outputs' |
       if (!b.labels) throw new KilnError(`metrics ${wanted.filter(needsLabels).join(', ')} need labels; the dataset has none`, {code: 'E_DATA_LABELS', tryMessage: 'Set `labels:` on the dataset, or ask only for metrics against a baseline (agreement, cosine).'})
       outputNames ??= o.outputs ?? [Object.keys(outs)[0]!]
       const r = rows(outs, outputNames, b.size)
+      if (!decided) {
+        decided = true
+        const one = oneValueScoring(o, r.width, Array.from({length: b.size}, (_, i) => r.at(i)[0]!))
+        if (one) ({scoring, threshold} = one), (task = 'binary')
+      }
       for (let i = 0; i < b.size; i++) {
         const label = b.labels[i]!
         if (task === 'regression') {
@@ -155,12 +175,12 @@ export function labelMetrics(wanted: string[], o: TaskOptions, side: 'outputs' |
           se += d * d
           ae += Math.abs(d)
         } else if (task === 'binary') {
-          const s = binaryScore(r.at(i), o)
+          const s = binaryScore(r.at(i), scoring)
           const pos = label === (o.positiveClass ?? 1)
           if (!Number.isFinite(label)) checkLabel(label, n + i)
           scores.push(s)
           positives.push(pos)
-          if (s >= (o.threshold ?? 0.5) === pos) correct++
+          if (s >= threshold === pos) correct++
         } else {
           checkLabel(label, n + i, r.width)
           const data = r.flat ?? r.at(i)
@@ -192,7 +212,7 @@ export function labelMetrics(wanted: string[], o: TaskOptions, side: 'outputs' |
       put('accuracy', correct / n)
       for (const k of ks) out[`${prefix}top${k}`] = task === 'classification' ? topCorrect.get(k)! / n : correct / n
       if (task === 'binary') {
-        const th = o.threshold ?? 0.5
+        const th = threshold
         let tp = 0, fp = 0, fn = 0
         scores.forEach((s, i) => {
           const p = s >= th
@@ -254,14 +274,9 @@ export function baselineMetrics(wanted: string[], o: TaskOptions): Accumulator {
       const rb = rows(b.baseline, outputNames, b.size)
       if (!decided) {
         decided = true
-        // A classifier's arg-max over one value always agrees: with no task given, one value per
-        // sample is a score, split at 0.5 when the baseline's are probabilities, else at 0 (a logit).
-        if (o.task === undefined && task === 'classification' && r.width === 1) {
-          const ref = Array.from({length: b.size}, (_, i) => rb.at(i)[0]!)
-          task = 'binary'
-          scoring = {...o, reduce: 'first', activation: 'none'}
-          threshold = ref.every((x) => x >= 0 && x <= 1) ? 0.5 : 0
-        }
+        // The baseline's values decide whether one value per sample is a probability or a logit.
+        const one = oneValueScoring(o, r.width, Array.from({length: b.size}, (_, i) => rb.at(i)[0]!))
+        if (one) ({scoring, threshold} = one), (task = 'binary')
       }
       for (let i = 0; i < b.size; i++) {
         const v = r.at(i)

@@ -4,7 +4,7 @@ import path from 'node:path'
 import {beforeAll, describe, expect, it} from 'vitest'
 import {writeLfwNpz, BLAZEFACE_LFW_TASK} from '../../src/data/lfw.js'
 import {evaluateModel} from '../../src/eval/evaluate.js'
-import {baselineMetrics, rocAuc} from '../../src/eval/metrics.js'
+import {baselineMetrics, labelMetrics, rocAuc} from '../../src/eval/metrics.js'
 import {writeNpz} from '../../src/data/npz-write.js'
 import {ensureTrainedModels, fixture, MODELS} from '../helpers/fixtures.js'
 
@@ -100,5 +100,16 @@ describe('baseline metrics on one value per sample', () => {
   })
   it('splits logits at 0', () => {
     expect(feed([-1, 2, -3, 4], [1, 3, -2, 5]).agreement).toBeCloseTo(3 / 4, 6)
+  })
+})
+
+describe('label metrics on one value per sample', () => {
+  it('scores it as binary (a probability split at 0.5), not as one class that is always predicted', () => {
+    const acc = labelMetrics(['accuracy', 'precision', 'recall'], {}, 'outputs')
+    acc.update({outputs: {p: {data: Float32Array.of(0.9, 0.2, 0.7, 0.4), dims: [4, 1]}}, labels: Float64Array.of(1, 0, 0, 0), size: 4})
+    const r = acc.result()
+    expect(r.accuracy).toBeCloseTo(3 / 4, 6)
+    expect(r.precision).toBeCloseTo(1 / 2, 6)
+    expect(r.recall).toBe(1)
   })
 })
