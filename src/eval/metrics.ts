@@ -6,7 +6,8 @@ export interface TaskOptions {
    * `classification`: an output [N, C] of class scores, argmax is the prediction.
    * `binary`: one score per sample (see `reduce`, `activation`), positive when ≥ `threshold`.
    * `regression`: one value per sample, compared with the label as a target.
-   * Default: `binary` when `positiveClass` or `threshold` is set, else `classification`.
+   * Default: `binary` when `positiveClass` or `threshold` is set, or when the output is one value
+   * per sample (split at 0.5 for probabilities, 0 for logits); else `classification`.
    */
   task?: 'classification' | 'binary' | 'regression'
   /** Output(s) the label metrics read (default: the first output). Several are concatenated per sample. */

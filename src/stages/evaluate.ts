@@ -16,7 +16,7 @@ const schema = z.strictObject({
   dataset: z.string().min(1).describe('Name of a dataset under `datasets:`.'),
   baseline: z.string().min(1).optional().describe('`input` (the pipeline input model) or a stage id: the model to compare with.'),
   metrics: z.array(z.string().min(1)).optional().describe('Built-in metrics (accuracy, top5, precision, recall, f1, auc, mse, mae, agreement, cosine, outputError) or ./metric.js modules.'),
-  task: z.enum(['classification', 'binary', 'regression']).optional().describe('How outputs relate to labels (default classification; binary when positiveClass/threshold are set).'),
+  task: z.enum(['classification', 'binary', 'regression']).optional().describe('How outputs relate to labels (default classification; binary when positiveClass/threshold are set, or when the output is one value per sample: split at 0.5 for probabilities, 0 for logits).'),
   output: z.union([z.string(), z.array(z.string()).min(1)]).optional().describe('Output(s) the metrics read (default the first).'),
   reduce: z.enum(['max', 'mean', 'first']).optional().describe('Binary: how a sample\'s output values become one score.'),
   activation: z.enum(['none', 'sigmoid']).optional().describe('Binary: applied to the score before the threshold.'),
