@@ -86,8 +86,15 @@ export default class Quantize extends KilnCommand {
       const lat = c.latency?.map((l) => `batch ${l.batch}: ${l.speedup.toFixed(2)}×`).join(', ')
       this.say(`  ${c.accepted ? '✓' : '✗'} ${c.name}: ${c.reason}${lat ? ` [${lat}]` : ''}`)
     }
-    if (report.accuracy) this.say(`accuracy fp32 ${report.accuracy.fp32 ?? '-'} → ${report.accuracy.quantized ?? '-'}, agreement ${(report.accuracy.agreement * 100).toFixed(2)}%`)
-    if (report.fallback.length) this.say(`kept in float for accuracy: ${report.fallback.length} (see --json for the sensitivity table)`)
+    if (report.accuracy) {
+      const agreement = `agreement ${(report.accuracy.agreement * 100).toFixed(2)}%`
+      this.say(report.accuracy.fp32 === undefined ? `${agreement} with the float model (the evaluation data has no labels)` : `accuracy fp32 ${report.accuracy.fp32} → ${report.accuracy.quantized ?? '-'}, ${agreement}`)
+    }
+    if (report.fallback.length) {
+      // The most harmful units fall back first: the table's head names them, with the output SQNR each gives alone.
+      const worst = (report.sensitivity ?? []).slice(0, Math.min(3, report.fallback.length)).map((r) => `${r.node} (${r.sqnrDb.toFixed(1)} dB alone)`)
+      this.say(`kept in float for accuracy: ${report.fallback.length}${worst.length ? `, the most harmful ${worst.join(', ')}` : ''} (see --json for the sensitivity table)`)
+    }
     if (report.calibrationCheck) {
       const c = report.calibrationCheck
       this.say(`against the float model on ${c.samples} calibration samples: ${(c.agreement * 100).toFixed(1)}% agreement, output SQNR ${c.sqnrDb.toFixed(1)} dB`)

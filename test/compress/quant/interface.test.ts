@@ -9,7 +9,7 @@ import {writeNpz} from '../../../src/data/npz-write.js'
 import {kiln} from '../../helpers/cli.js'
 import {MODELS, ensureFixtures, ensureTrainedModels} from '../../helpers/fixtures.js'
 import {makeStageContext} from '../../helpers/stage.js'
-import {feedsFor} from './models.js'
+import {feedsFor, sileroStream} from './models.js'
 
 ensureFixtures()
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-quant-if-'))
@@ -66,6 +66,18 @@ describe('kiln quantize', () => {
     expect(r.stdout).toMatch(/against the float model on 64 calibration samples: \d+\.\d% agreement, output SQNR \d+\.\d dB/)
     const json = await kiln(['quantize', trained.cnn, '-o', out, '--mode', 'static', '--calibration', trained.calib, '--json'])
     expect((json.json.nodeTimings as {node: string}[]).map((t) => t.node).sort()).toEqual(['conv1', 'conv2', 'conv3', 'fc'])
+  })
+
+  it('names the units kept in float for accuracy, most harmful first, and says when the data has no labels', async () => {
+    // Silero on streamed speech: no labels, so the drop is the share of speech decisions that change.
+    const cal = await sileroStream('sileroV5', ['cards-001.wav', 'cards-002.wav'], 48, path.join(dir, 'silero-cal.npz'))
+    const ev = await sileroStream('sileroV5', ['cards-004.wav', 'cards-005.wav'], 96, path.join(dir, 'silero-eval.npz'))
+    const out = path.join(dir, 'cli.silero.onnx')
+    const r = await kiln(['quantize', MODELS.sileroV5, '-o', out, '--mode', 'static', '--calibration', cal.npz, '--eval', ev.npz, '--max-accuracy-drop', '0', '--allow-slower'])
+    expect(r.exitCode).toBe(0)
+    expect(r.stdout).toMatch(/agreement \d+\.\d\d% with the float model \(the evaluation data has no labels\)/)
+    // A limit of 0 on speech decisions that sit near 0.5: some unit falls back, named with its own SQNR.
+    expect(r.stdout).toMatch(/kept in float for accuracy: \d+, the most harmful .+ \(-?\d+\.\d dB alone\)/)
   })
 
   it('usage errors exit 2 with what to try', async () => {
