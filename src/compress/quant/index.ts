@@ -201,6 +201,8 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   const mixes = candidateMixes(work, opts.mode)
   const measureSpeed = (opts.neverSlower ?? true) && opts.mode !== 'fp16'
   const accuracyAware = opts.eval !== undefined && opts.maxAccuracyDrop !== undefined
+  const timingData = opts.calibration ?? opts.eval
+  const batches = measureSpeed ? await timedBatches(timingBatches(opts.profile, fixedBatch), timingData, inputs, opts.signal) : []
 
   // Static, hardware-aware: time every weighted op alone in float and int8 on the profile; when
   // some lose, a candidate keeps just those in float (the whole-model A/B below still decides).
@@ -208,7 +210,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     progress('timing each weighted op in float and int8')
     const seen = new Map([...(calibrationStats ?? [])].map(([k, st]) => [k, st.dims]))
     const timings = await timeNodes(work, weightedPlanned, ctx.meta!, seen, ctx.ranges!, {
-      batches: timingBatches(opts.profile, fixedBatch), profile: opts.profile, activations, symmetric: !!opts.symmetric, reduceRange, signal: opts.signal,
+      batches, profile: opts.profile, activations, symmetric: !!opts.symmetric, reduceRange, signal: opts.signal,
     })
     report.nodeTimings = timings.map((t) => ({...t, floatUs: Math.round(t.floatUs), int8Us: Math.round(t.int8Us)}))
     const losers = timings.filter((t) => t.int8Us > t.floatUs * GAIN_THRESHOLD)
@@ -336,9 +338,8 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     if (measureSpeed) {
       progress(`timing ${mix.name} against the input`)
       try {
-        const data = opts.calibration ?? opts.eval
-        const feeds = async (b: number) => (data ? sampleBatch(data, inputs, b, opts.signal) : syntheticInputs(inputs, b))
-        cand.latency = await latencyAB(opts.input, bytes, opts.profile, timingBatches(opts.profile, fixedBatch), feeds, opts.signal)
+        const feeds = async (b: number) => (timingData ? sampleBatch(timingData, inputs, b, opts.signal) : syntheticInputs(inputs, b))
+        cand.latency = await latencyAB(opts.input, bytes, opts.profile, batches, feeds, opts.signal)
         score = Math.min(...cand.latency.map((r) => r.speedup))
         if (cand.latency.some((r) => r.verdict === 'slower')) score = Math.min(score, 0.999)
       } catch (error) {
@@ -459,6 +460,24 @@ function noQuantizableOps(model: ModelProto, mode: QuantizeMode): KilnError {
     code: 'E_QUANT_NOTHING',
     tryMessage: `Its ops: ${[...ops.keys()].slice(0, 12).join(', ')}. Try another mode, or check --exclude.`,
   })
+}
+
+/**
+ * The batch sizes to time at, less those the data cannot make: a model whose inputs have no batch
+ * axis of their own runs one sample at a time, so it is timed at batch 1 rather than not at all.
+ */
+async function timedBatches(wanted: number[], data: DatasetSpec | undefined, inputs: InputMeta[], signal?: AbortSignal): Promise<number[]> {
+  if (!data) return wanted
+  const usable: number[] = []
+  for (const b of wanted) {
+    try {
+      await sampleBatch(data, inputs, b, signal)
+    } catch (error) {
+      if (error instanceof KilnError && error.code === 'E_DATA_BATCH') continue
+    }
+    usable.push(b)
+  }
+  return usable.length ? usable : [1]
 }
 
 function timingBatches(profile: HardwareProfile, fixedBatch?: number): number[] {

@@ -249,6 +249,14 @@ describe('static QDQ inside If branches (Silero: weights in Constant nodes insid
     expect(Math.abs(a.output![0]! - b.output![0]!)).toBeLessThan(1e-5)
   })
 
+  it('times a model whose inputs have no batch axis at batch 1 when the profile asks for larger batches too', async () => {
+    const cal = await sileroStream('sileroV5', ['cards-001.wav'], 16, path.join(dir, 'v5-timing-cal.npz'))
+    const r = await quantizeModel({input: MODELS.sileroV5, output: path.join(dir, 'v5.timed.onnx'), mode: 'static', calibration: {name: 'speech', path: cal.npz}, profile: {...profile, batch: [1, 4], iterations: 20}})
+    expect(r.candidates.length).toBeGreaterThan(0)
+    for (const c of r.candidates.filter((c) => c.latency)) expect(c.latency!.map((l) => l.batch)).toEqual([1])
+    expect(r.candidates.every((c) => !/latency not measured/.test(c.reason))).toBe(true)
+  })
+
   it('accuracy-aware on Silero legacy: measures each unit alone and falls back only the few that matter', async () => {
     const cal = await sileroStream('sileroLegacy', ['cards-001.wav', 'cards-002.wav'], 64, path.join(dir, 'legacy-aware-cal.npz'))
     const evalStream = await sileroStream('sileroLegacy', ['cards-004.wav', 'cards-005.wav'], 96, path.join(dir, 'legacy-aware-eval.npz'))
