@@ -343,8 +343,10 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
         score = Math.min(...cand.latency.map((r) => r.speedup))
         if (cand.latency.some((r) => r.verdict === 'slower')) score = Math.min(score, 0.999)
       } catch (error) {
-        cand.reason = `latency not measured: ${(error as Error).message}`
-        score = 1
+        if (error instanceof KilnError && error.code === 'E_ABORTED') throw error
+        // Never slower means measured: a candidate whose speed could not be measured is not shipped.
+        cand.reason = `latency not measured, so not shipped: ${(error as Error).message}`
+        continue
       }
       // Slower: measured slower with confidence, or a point estimate clearly under 1 even if noisy.
       if (cand.latency?.some((r) => r.verdict === 'slower' || r.speedup < MIN_SPEEDUP)) {

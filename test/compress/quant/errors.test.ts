@@ -76,4 +76,14 @@ describe('bad input gets a clear error and loses nothing', () => {
     await expectFailure({input: file, mode: 'int4', blockSize: 32}, /E_QUANT_BLOCK/, /does not divide .*K=48/)
     await expectFailure({input: file, mode: 'int4', blockSize: 48}, /E_QUANT_BLOCK/, /not supported/)
   })
+
+  it('Ctrl-C while candidates are timed stops the run and writes nothing', async () => {
+    const file = path.join(dir, 'timed.onnx')
+    await writeModel(transformerModel({d: 64, layers: 2}), file)
+    const output = path.join(dir, 'timed.int8.onnx')
+    const abort = new AbortController()
+    const run = quantizeModel({input: file, output, mode: 'dynamic', profile: {...profile, iterations: 400}, signal: abort.signal, progress: (m) => m.startsWith('timing') && abort.abort()})
+    await expect(run).rejects.toMatchObject({code: 'E_ABORTED'})
+    expect(fs.existsSync(output)).toBe(false)
+  })
 })
