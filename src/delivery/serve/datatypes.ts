@@ -22,28 +22,35 @@ export interface RawTensor {
   data: TensorData
 }
 
-interface DatatypeInfo {
-  ort: OrtType
-  /** Bytes per element in the binary extension; 0 for BYTES (length-prefixed). */
-  size: number
-  make: (length: number) => NumericArray | undefined
-  view: (buffer: ArrayBuffer, offset: number, length: number) => NumericArray | undefined
+/** A typed-array class: fresh of a length, or a view over a buffer. */
+interface NumericArrayClass {
+  new (length: number): NumericArray
+  new (buffer: ArrayBuffer, byteOffset: number, length: number): NumericArray
+  readonly BYTES_PER_ELEMENT: number
 }
 
-const INFO: Record<OipDatatype, DatatypeInfo> = {
-  BOOL: {ort: 'bool', size: 1, make: (n) => new Uint8Array(n), view: (b, o, n) => new Uint8Array(b, o, n)},
-  UINT8: {ort: 'uint8', size: 1, make: (n) => new Uint8Array(n), view: (b, o, n) => new Uint8Array(b, o, n)},
-  UINT16: {ort: 'uint16', size: 2, make: (n) => new Uint16Array(n), view: (b, o, n) => new Uint16Array(b, o, n)},
-  UINT32: {ort: 'uint32', size: 4, make: (n) => new Uint32Array(n), view: (b, o, n) => new Uint32Array(b, o, n)},
-  UINT64: {ort: 'uint64', size: 8, make: (n) => new BigUint64Array(n), view: (b, o, n) => new BigUint64Array(b, o, n)},
-  INT8: {ort: 'int8', size: 1, make: (n) => new Int8Array(n), view: (b, o, n) => new Int8Array(b, o, n)},
-  INT16: {ort: 'int16', size: 2, make: (n) => new Int16Array(n), view: (b, o, n) => new Int16Array(b, o, n)},
-  INT32: {ort: 'int32', size: 4, make: (n) => new Int32Array(n), view: (b, o, n) => new Int32Array(b, o, n)},
-  INT64: {ort: 'int64', size: 8, make: (n) => new BigInt64Array(n), view: (b, o, n) => new BigInt64Array(b, o, n)},
-  FP16: {ort: 'float16', size: 2, make: (n) => new Uint16Array(n), view: (b, o, n) => new Uint16Array(b, o, n)},
-  FP32: {ort: 'float32', size: 4, make: (n) => new Float32Array(n), view: (b, o, n) => new Float32Array(b, o, n)},
-  FP64: {ort: 'float64', size: 8, make: (n) => new Float64Array(n), view: (b, o, n) => new Float64Array(b, o, n)},
-  BYTES: {ort: 'string', size: 0, make: () => undefined, view: () => undefined},
+/** Each datatype's onnxruntime type and the array class holding it (none for BYTES, length-prefixed). */
+const INFO: Record<OipDatatype, {ort: OrtType; array?: NumericArrayClass}> = {
+  BOOL: {ort: 'bool', array: Uint8Array},
+  UINT8: {ort: 'uint8', array: Uint8Array},
+  UINT16: {ort: 'uint16', array: Uint16Array},
+  UINT32: {ort: 'uint32', array: Uint32Array},
+  UINT64: {ort: 'uint64', array: BigUint64Array},
+  INT8: {ort: 'int8', array: Int8Array},
+  INT16: {ort: 'int16', array: Int16Array},
+  INT32: {ort: 'int32', array: Int32Array},
+  INT64: {ort: 'int64', array: BigInt64Array},
+  FP16: {ort: 'float16', array: Uint16Array},
+  FP32: {ort: 'float32', array: Float32Array},
+  FP64: {ort: 'float64', array: Float64Array},
+  BYTES: {ort: 'string'},
+}
+
+/** The array class of a fixed-size datatype. */
+function arrayOf(datatype: OipDatatype): NumericArrayClass {
+  const array = INFO[datatype].array
+  if (!array) throw new TypeError(`${datatype} has no fixed-size representation`)
+  return array
 }
 
 export const OIP_DATATYPES = Object.keys(INFO) as OipDatatype[]
@@ -63,8 +70,9 @@ export function ortTypeOf(datatype: OipDatatype): OrtType {
   return INFO[datatype].ort
 }
 
+/** Bytes per element in the binary extension; 0 for BYTES (length-prefixed). */
 export function elementSize(datatype: OipDatatype): number {
-  return INFO[datatype].size
+  return INFO[datatype].array?.BYTES_PER_ELEMENT ?? 0
 }
 
 /** The buffers these tensors' data live in, each once (tensors of one request can share its body). */
@@ -74,16 +82,12 @@ export function tensorBuffers(tensors: readonly RawTensor[]): ArrayBuffer[] {
 
 /** A fresh typed array of `length` elements (unused for BYTES). */
 export function allocate(datatype: OipDatatype, length: number): NumericArray {
-  const a = INFO[datatype].make(length)
-  if (!a) throw new TypeError(`${datatype} has no fixed-size representation`)
-  return a
+  return new (arrayOf(datatype))(length)
 }
 
 /** A typed array of `length` elements over `buffer` from `byteOffset` (aligned to the element size). */
 export function viewOf(datatype: OipDatatype, buffer: ArrayBuffer, length: number, byteOffset = 0): NumericArray {
-  const a = INFO[datatype].view(buffer, byteOffset, length)
-  if (!a) throw new TypeError(`${datatype} has no fixed-size representation`)
-  return a
+  return new (arrayOf(datatype))(buffer, byteOffset, length)
 }
 
 /**
@@ -114,7 +118,7 @@ export function storeJsonValue(datatype: OipDatatype, out: NumericArray, i: numb
     }
     default: {
       if (typeof v !== 'number' || !Number.isInteger(v)) return 'expected an integer'
-      const bits = INFO[datatype].size * 8
+      const bits = elementSize(datatype) * 8
       const unsigned = datatype.startsWith('U')
       const min = unsigned ? 0 : -(2 ** (bits - 1))
       const max = unsigned ? 2 ** bits - 1 : 2 ** (bits - 1) - 1
