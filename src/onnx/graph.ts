@@ -16,7 +16,8 @@ export function* walkGraphs(model: ModelProto): Generator<GraphRef> {
   yield* walkGraph(model.graph, [])
 }
 
-function* walkGraph(graph: GraphProto, path: string[], owner?: NodeProto): Generator<GraphRef> {
+/** A graph and every subgraph nested in it, the graph itself first. */
+export function* walkGraph(graph: GraphProto, path: string[] = [], owner?: NodeProto): Generator<GraphRef> {
   yield {graph, path, owner}
   for (const node of graph.node) {
     for (const attr of node.attribute) {

@@ -6,7 +6,7 @@
  * their input's parameters so onnxruntime runs them on integers; a ReLU/Clip after a quantized op
  * is folded into the output's range; tensors that only feed the model's outputs stay in float.
  */
-import {attrInt, attrFloat, walkGraphs, weights} from '../../onnx/graph.js'
+import {attrInt, attrFloat, walkGraph, walkGraphs, weights} from '../../onnx/graph.js'
 import type {WeightRef} from '../../onnx/graph.js'
 import {makeNode} from '../../onnx/build.js'
 import {DataType} from '../../onnx/proto.js'
@@ -116,7 +116,7 @@ function planGraph(graph: GraphProto, w: Map<string, WeightRef>, isFloat: (name:
   }
   // Names the bodies of this graph's nodes read from it: they keep reading the float tensor.
   const readInside = new Set<string>()
-  for (const node of graph.node) for (const a of node.attribute) for (const g of a.g ? [a.g] : a.graphs) for (const {node: n} of nodesWithin(g)) for (const i of n.input) readInside.add(i)
+  for (const {graph: body} of walkGraph(graph)) if (body !== graph) for (const n of body.node) for (const i of n.input) readInside.add(i)
   // onnxruntime moves a DequantizeLinear forward through these ops, onto every edge after them; an
   // edge into a body (an implicit input of If/Loop) makes it abort the process. Such ops stay float
   // and read the float tensor, so no DequantizeLinear ever reaches them.
@@ -216,13 +216,6 @@ function planGraph(graph: GraphProto, w: Map<string, WeightRef>, isFloat: (name:
     swaps.push([act, pool])
   }
   return {graph, weights: w, nodes, shared, absorbed, tensors, floatReaders, swaps}
-}
-
-function* nodesWithin(graph: GraphProto): Generator<{node: NodeProto}> {
-  for (const node of graph.node) {
-    yield {node}
-    for (const a of node.attribute) for (const g of a.g ? [a.g] : a.graphs) yield* nodesWithin(g)
-  }
 }
 
 /** ReLU, or Clip with a floor of 0: quantizing to a range that starts at 0 does the same. */
