@@ -107,9 +107,13 @@ function binaryScore(v: Float32Array, o: TaskOptions): number {
  */
 function oneValueScoring(o: TaskOptions, width: number, values: ArrayLike<number>): {scoring: TaskOptions; threshold: number} | undefined {
   if (o.task !== undefined || taskOf(o) !== 'classification' || width !== 1) return undefined
-  let unit = true
-  for (let i = 0; i < values.length && unit; i++) unit = values[i]! >= 0 && values[i]! <= 1
-  return {scoring: {...o, reduce: 'first', activation: 'none'}, threshold: unit ? 0.5 : 0}
+  return {scoring: {...o, reduce: 'first', activation: 'none'}, threshold: scoreSplit(values)}
+}
+
+/** Where a score splits: 0.5 when the values are all probabilities (in [0, 1]), else 0 (logits). */
+export function scoreSplit(values: ArrayLike<number>): number {
+  for (let i = 0; i < values.length; i++) if (!(values[i]! >= 0 && values[i]! <= 1)) return 0
+  return 0.5
 }
 
 /** ROC AUC by ranks (Mann–Whitney U), ties counted half. */

@@ -12,6 +12,7 @@ import type {ModelProto} from '../../onnx/proto.js'
 import {loadOrt} from '../../runtime/ort.js'
 import type {Ort} from '../../runtime/ort.js'
 import type {HardwareProfile} from '../../stages/types.js'
+import {scoreSplit} from '../../eval/metrics.js'
 import {sqnr} from './math.js'
 import {exposedModel, sessionFor} from './graph-util.js'
 
@@ -63,7 +64,7 @@ export function predictions(session: Pick<Session, 'outputNames'>, out: Record<s
 /** Where a one-wide score head splits: 0.5 when the float model's values are all in [0, 1] (a probability, as Silero's speech score), else 0 (a logit). */
 export function scoreThreshold(session: Pick<Session, 'outputNames'>, out: Record<string, Ort.Tensor>): number {
   const first = out[session.outputNames[0]!]!
-  return first.dims.at(-1) === 1 && first.type === 'float32' && (first.data as Float32Array).every((v) => v >= 0 && v <= 1) ? 0.5 : 0
+  return first.dims.at(-1) === 1 && first.type === 'float32' ? scoreSplit(first.data as Float32Array) : 0
 }
 
 export interface EvalResult {
