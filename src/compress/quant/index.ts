@@ -201,8 +201,8 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   const mixes = candidateMixes(work, opts.mode)
   const measureSpeed = (opts.neverSlower ?? true) && opts.mode !== 'fp16'
   const accuracyAware = opts.eval !== undefined && opts.maxAccuracyDrop !== undefined
-  const timingData = opts.calibration ?? opts.eval
-  const batches = measureSpeed ? await timedBatches(timingBatches(opts.profile, fixedBatch), timingData, inputs, opts.signal) : []
+  const timing = measureSpeed ? await timingInputs(timingBatches(opts.profile, fixedBatch), opts.calibration ?? opts.eval, inputs, opts.signal) : new Map<number, TimingInput>()
+  const batches = [...timing.keys()]
 
   // Static, hardware-aware: time every weighted op alone in float and int8 on the profile; when
   // some lose, a candidate keeps just those in float (the whole-model A/B below still decides).
@@ -338,7 +338,11 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     if (measureSpeed) {
       progress(`timing ${mix.name} against the input`)
       try {
-        const feeds = async (b: number) => (timingData ? sampleBatch(timingData, inputs, b, opts.signal) : syntheticInputs(inputs, b))
+        const feeds = async (b: number) => {
+          const t = timing.get(b)
+          if (t && 'error' in t) throw t.error
+          return t ? t.inputs : syntheticInputs(inputs, b)
+        }
         cand.latency = await latencyAB(opts.input, bytes, opts.profile, batches, feeds, opts.signal)
         score = Math.min(...cand.latency.map((r) => r.speedup))
         if (cand.latency.some((r) => r.verdict === 'slower')) score = Math.min(score, 0.999)
@@ -464,22 +468,32 @@ function noQuantizableOps(model: ModelProto, mode: QuantizeMode): KilnError {
   })
 }
 
+/** A batch to time on: the data's first samples, or why they could not be read (undefined: generated inputs). */
+type TimingInput = {inputs: Batch['inputs']} | {error: unknown} | undefined
+
 /**
- * The batch sizes to time at, less those the data cannot make: a model whose inputs have no batch
- * axis of their own runs one sample at a time, so it is timed at batch 1 rather than not at all.
+ * The inputs to time at each batch size, read once for every candidate. Batch sizes the data
+ * cannot make are left out: a model whose inputs have no batch axis of their own runs one sample at
+ * a time, so it is timed at batch 1 rather than not at all.
  */
-async function timedBatches(wanted: number[], data: DatasetSpec | undefined, inputs: InputMeta[], signal?: AbortSignal): Promise<number[]> {
-  if (!data) return wanted
-  const usable: number[] = []
-  for (const b of wanted) {
+async function timingInputs(wanted: number[], data: DatasetSpec | undefined, inputs: InputMeta[], signal?: AbortSignal): Promise<Map<number, TimingInput>> {
+  const out = new Map<number, TimingInput>()
+  const read = async (b: number): Promise<TimingInput | 'impossible'> => {
+    if (!data) return undefined
     try {
-      await sampleBatch(data, inputs, b, signal)
+      return {inputs: await sampleBatch(data, inputs, b, signal)}
     } catch (error) {
-      if (error instanceof KilnError && error.code === 'E_DATA_BATCH') continue
+      if (error instanceof KilnError && error.code === 'E_ABORTED') throw error
+      return error instanceof KilnError && error.code === 'E_DATA_BATCH' ? 'impossible' : {error}
     }
-    usable.push(b)
   }
-  return usable.length ? usable : [1]
+  for (const b of wanted) {
+    const t = await read(b)
+    if (t !== 'impossible') out.set(b, t)
+  }
+  // Every dataset makes a batch of one.
+  if (out.size === 0) out.set(1, (await read(1)) as TimingInput)
+  return out
 }
 
 function timingBatches(profile: HardwareProfile, fixedBatch?: number): number[] {
