@@ -101,16 +101,13 @@ export interface TensorMeta {
 }
 
 /**
- * Type and shape of every tensor: the main graph's as onnxruntime infers them (a copy of the model
- * lists every node output as a graph output, with no type, which onnxruntime fills in), and the
+ * Type and shape of every tensor: the main graph's as onnxruntime infers them (every node output
+ * handed out as a model output, with no type, which onnxruntime fills in), and the
  * types of tensors inside If/Loop/Scan bodies by each op's type rule (`subgraphTypes`).
  */
 export async function inferTypes(model: ModelProto): Promise<Map<string, TensorMeta>> {
-  const copy = {...model, graph: {...model.graph!, output: [...model.graph!.output]}} as ModelProto
-  const graph = copy.graph as GraphProto
-  const seen = new Set(graph.output.map((o) => o.name))
-  for (const n of graph.node) for (const o of n.output) if (o && !seen.has(o)) (seen.add(o), graph.output.push(create(ValueInfoProtoSchema, {name: o})))
-  const session = await sessionFor(copy, {threads: 1}, 'disabled')
+  const {bytes} = exposedModel(model, model.graph!.node.flatMap((n) => n.output.filter(Boolean)))
+  const session = await sessionFor(bytes, {threads: 1}, 'disabled')
   const out = new Map<string, TensorMeta>()
   const meta = (session as unknown as {outputMetadata: {name: string; isTensor: boolean; type?: string; shape?: (number | string)[]}[]}).outputMetadata
   const inMeta = (session as unknown as {inputMetadata: {name: string; isTensor: boolean; type?: string; shape?: (number | string)[]}[]}).inputMetadata
@@ -219,14 +216,26 @@ export function exposedModel(model: ModelProto, tensors: readonly string[]): {by
     }
     return obj[key]
   }
+  // Each graph's output names, kept as outputs are added: thousands of tensors may be handed out.
+  const listed = new Map<GraphProto, Set<string>>()
+  const isOutput = (graph: GraphProto, name: string) => {
+    let names = listed.get(graph)
+    if (!names) listed.set(graph, (names = new Set(graph.output.map((o) => o.name))))
+    return names.has(name)
+  }
+  const addOutput = (graph: GraphProto, name: string) => {
+    isOutput(graph, name)
+    listed.get(graph)!.add(name)
+    ;(list(graph, 'output') as GraphProto['output']).push(create(ValueInfoProtoSchema, {name}))
+  }
   const reach = (name: string, graph: GraphProto): string | undefined => {
     const up = owner.get(graph)
     if (!up) {
-      if (!graph.output.some((o) => o.name === name)) (list(graph, 'output') as GraphProto['output']).push(create(ValueInfoProtoSchema, {name}))
+      if (!isOutput(graph, name)) addOutput(graph, name)
       return name
     }
     const {node, attr, parent} = up
-    if (!EXPOSING_OPS.has(node.opType) || node.domain !== '' || graph.output.some((o) => o.name === name)) return undefined
+    if (!EXPOSING_OPS.has(node.opType) || node.domain !== '' || isOutput(graph, name)) return undefined
     const out = names.fresh(`${name}_exposed`)
     let inner = name
     if (graph.input.some((i) => i.name === name)) {
@@ -234,13 +243,13 @@ export function exposedModel(model: ModelProto, tensors: readonly string[]): {by
       inner = names.fresh(`${name}_copy`)
       ;(list(graph, 'node') as NodeProto[]).push(makeNode('Identity', [name], [inner], {}, {name: inner}))
     }
-    ;(list(graph, 'output') as GraphProto['output']).push(create(ValueInfoProtoSchema, {name: inner}))
+    addOutput(graph, inner)
     ;(list(node, 'output') as string[]).push(out)
     for (const other of node.attribute) {
       if (node.opType !== 'If' || other.name === attr || !other.g) continue
       const empty = names.fresh(`${name}_not_taken`)
       ;(list(other.g, 'node') as NodeProto[]).push(makeNode('Constant', [], [empty], {value: makeTensor(empty, DataType.FLOAT, [0], new Float32Array(0))}, {name: empty}))
-      ;(list(other.g, 'output') as GraphProto['output']).push(create(ValueInfoProtoSchema, {name: empty}))
+      addOutput(other.g, empty)
     }
     return reach(out, parent)
   }
