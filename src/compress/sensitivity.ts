@@ -4,7 +4,7 @@ import {modelToBytes} from '../onnx/model.js'
 import type {ModelProto, TensorProto} from '../onnx/proto.js'
 import {readBatches} from '../data/dataset.js'
 import type {Batch} from '../data/dataset.js'
-import {createSession, loadOrt} from '../runtime/ort.js'
+import {createSession, toFeeds} from '../runtime/ort.js'
 import type {DatasetSpec} from '../stages/types.js'
 import type {CompressHooks} from './prune-io.js'
 import {throwIfAborted} from './prune-io.js'
@@ -54,14 +54,13 @@ function argmaxRows(data: Float32Array, rows: number): Int32Array {
 }
 
 export async function makeEvaluator(model: ModelProto, spec: DatasetSpec, samples: number, signal?: AbortSignal): Promise<Evaluator> {
-  const ort = await loadOrt()
   const init = new Set(model.graph!.initializer.map((t) => t.name))
   const inputs = model.graph!.input
     .filter((i) => !init.has(i.name))
     .map((i) => ({name: i.name, type: '', dims: valueInfoShape(i)?.shape ?? []}))
   const batches: Batch[] = []
   for await (const b of readBatches({...spec, limit: Math.min(spec.limit ?? samples, samples)}, {batchSize: 64, inputs, signal})) batches.push(b)
-  const feeds = batches.map((b) => Object.fromEntries(Object.entries(b.inputs).map(([k, t]) => [k, new ort.Tensor(t.type as never, t.data as never, t.dims)])))
+  const feeds = await Promise.all(batches.map((b) => toFeeds(b.inputs)))
   const predict = async (bytes: Uint8Array): Promise<Int32Array[]> => {
     const session = await createSession(bytes, {threads: 2})
     try {

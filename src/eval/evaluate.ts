@@ -1,11 +1,11 @@
 import {performance} from 'node:perf_hooks'
 import {readBatches} from '../data/dataset.js'
-import type {Batch, InputMeta} from '../data/dataset.js'
+import type {InputMeta} from '../data/dataset.js'
 import {KilnError, UsageError} from '../errors.js'
 import {getProfile} from '../runtime/profiles.js'
 import {createProfileSession, usesAllCores} from '../runtime/profiles.js'
 import type {Ort} from '../runtime/ort.js'
-import {loadOrt} from '../runtime/ort.js'
+import {toFeeds} from '../runtime/ort.js'
 import type {DatasetSpec, HardwareProfile} from '../stages/types.js'
 import {isCustomMetricRef, loadCustomMetric} from './custom.js'
 import type {Accumulator, Outputs, TaskOptions} from './metrics.js'
@@ -73,7 +73,6 @@ export async function evaluateModel(o: EvaluateOptions): Promise<EvaluateResult>
   if (baselineWanted.length && !o.baseline) {
     throw new UsageError(`metric${baselineWanted.length > 1 ? 's' : ''} ${baselineWanted.join(', ')} compare with a baseline model, and none was given`, {code: 'E_EVAL_METRIC', tryMessage: 'Set `baseline:` (input or a stage id), or `--baseline MODEL`.'})
   }
-  const ort = await loadOrt()
   const profile = o.profile ?? getProfile('cpu-2t')
   const session = await createProfileSession(o.model, profile)
   const base = o.baseline ? await createProfileSession(o.baseline, profile) : undefined
@@ -95,8 +94,6 @@ export async function evaluateModel(o: EvaluateOptions): Promise<EvaluateResult>
     if (baselineWanted.length) accs.push(baselineMetrics(baselineWanted, o))
     for (const m of metrics.filter(isCustomMetricRef)) accs.push(await loadCustomMetric(m, o.baseDir ?? process.cwd()))
 
-    const toFeeds = (b: Batch): Record<string, Ort.Tensor> =>
-      Object.fromEntries(Object.entries(b.inputs).map(([k, t]) => [k, new ort.Tensor(t.type as 'float32', t.data as Float32Array, t.dims)]))
     const toOutputs = (r: Ort.InferenceSession.OnnxValueMapType): Outputs =>
       Object.fromEntries(
         Object.entries(r).map(([k, t]) => {
@@ -113,7 +110,7 @@ export async function evaluateModel(o: EvaluateOptions): Promise<EvaluateResult>
       if (fixed && b.size !== fixed) {
         throw new KilnError(`the model's batch dimension is fixed at ${fixed}; the dataset's ${n + b.size} samples are not a multiple of it`, {code: 'E_EVAL_BATCH', tryMessage: `Set the dataset's limit to a multiple of ${fixed}.`})
       }
-      const feeds = toFeeds(b)
+      const feeds = await toFeeds(b.inputs)
       const [out, ref] = await Promise.all([session.run(feeds), base?.run(feeds)])
       const outputs = toOutputs(out)
       const input = {outputs, baseline: ref ? alignOutputs(toOutputs(ref), Object.keys(outputs)) : undefined, labels: b.labels, size: b.size}

@@ -5,7 +5,7 @@ import type {DatasetSpec, HardwareProfile} from '../stages/types.js'
 import {sampleBatch} from '../data/dataset.js'
 import {inputMetaOf} from '../eval/evaluate.js'
 import type {Ort} from './ort.js'
-import {loadOrt} from './ort.js'
+import {loadOrt, toFeeds} from './ort.js'
 import {checkProviders, createProfileSession, PROFILE_DEFAULTS} from './profiles.js'
 import {bootstrapMeanCi, meanCi, percentile} from './stats.js'
 import * as fsp from 'node:fs/promises'
@@ -146,11 +146,9 @@ const FILL: Record<string, (n: number) => Ort.Tensor['data']> = {
  * said plainly, with the shapes it got.
  */
 async function makeFeeds(session: Ort.InferenceSession, batch: number, opts: BenchOptions): Promise<Record<string, Ort.Tensor>> {
-  const ort = await loadOrt()
   let feeds = opts.feeds?.(batch)
   if (!feeds && opts.data) {
-    const inputs = await sampleBatch(opts.data, inputMetaOf(session), batch, opts.signal)
-    feeds = Object.fromEntries(Object.entries(inputs).map(([k, t]) => [k, new ort.Tensor(t.type as 'float32', t.data as Float32Array, t.dims)]))
+    feeds = await toFeeds(await sampleBatch(opts.data, inputMetaOf(session), batch, opts.signal))
   }
   feeds ??= await syntheticFeeds(session, batch, opts)
   try {

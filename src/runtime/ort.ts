@@ -1,4 +1,5 @@
 import type * as Ort from 'onnxruntime-node'
+import type {BatchTensor} from '../data/dataset.js'
 import type {HardwareProfile} from '../stages/types.js'
 
 let ortPromise: Promise<typeof Ort> | undefined
@@ -10,6 +11,14 @@ let ortPromise: Promise<typeof Ort> | undefined
 export async function loadOrt(): Promise<typeof Ort> {
   ortPromise ??= import('onnxruntime-node').then((m) => ((m as unknown as {default?: typeof Ort}).default ?? m) as typeof Ort)
   return ortPromise
+}
+
+/** A batch's tensors as onnxruntime feeds, over the same memory. */
+export async function toFeeds(inputs: Record<string, BatchTensor>): Promise<Record<string, Ort.Tensor>> {
+  const ort = await loadOrt()
+  const feeds: Record<string, Ort.Tensor> = {}
+  for (const [name, t] of Object.entries(inputs)) feeds[name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, t.dims)
+  return feeds
 }
 
 /** Session options for a hardware profile. Quiet logging: tf2onnx models warn on every load. */

@@ -7,7 +7,7 @@ import {KilnError} from '../../errors.js'
 import {walkGraphs} from '../../onnx/graph.js'
 import type {ModelProto} from '../../onnx/proto.js'
 import type {Batch} from '../../data/dataset.js'
-import {loadOrt} from '../../runtime/ort.js'
+import {toFeeds} from '../../runtime/ort.js'
 import {exposedModel, producersOf, sessionFor} from './graph-util.js'
 
 export type CalibrationMethod = 'minmax' | 'percentile' | 'entropy'
@@ -168,7 +168,6 @@ export interface CalibrationResult {
  * branch that no sample took gets no statistics.
  */
 export async function calibrate(model: ModelProto, tensors: string[], batches: AsyncIterable<Batch>, opts: {threads?: number; signal?: AbortSignal; onBatch?: (samples: number) => void} = {}): Promise<CalibrationResult> {
-  const ort = await loadOrt()
   const exposed = exposedModel(model, tensors)
   const session = await sessionFor(exposed.bytes, {threads: opts.threads ?? 2}, 'basic')
   const stats = new Map([...exposed.outputs.keys()].map((t) => [t, new TensorStats()]))
@@ -178,9 +177,7 @@ export async function calibrate(model: ModelProto, tensors: string[], batches: A
   try {
     for await (const batch of batches) {
       if (opts.signal?.aborted) throw new KilnError('cancelled', {code: 'E_ABORTED'})
-      const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {}
-      for (const [name, t] of Object.entries(batch.inputs)) feeds[name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, t.dims)
-      const out = await session.run(feeds, fetch)
+      const out = await session.run(await toFeeds(batch.inputs), fetch)
       for (const [name, output] of exposed.outputs) {
         const v = out[output]
         if (v && v.type === 'float32') stats.get(name)!.add(v.data as Float32Array, v.dims)

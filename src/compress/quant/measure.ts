@@ -9,7 +9,7 @@ import path from 'node:path'
 import {KilnError} from '../../errors.js'
 import type {Batch, BatchTensor, InputMeta} from '../../data/dataset.js'
 import type {ModelProto} from '../../onnx/proto.js'
-import {loadOrt} from '../../runtime/ort.js'
+import {loadOrt, toFeeds} from '../../runtime/ort.js'
 import type {Ort} from '../../runtime/ort.js'
 import type {HardwareProfile} from '../../stages/types.js'
 import {scoreSplit} from '../../eval/metrics.js'
@@ -19,12 +19,6 @@ import {exposedModel, sessionFor} from './graph-util.js'
 type Session = Ort.InferenceSession
 type Feeds = Record<string, Ort.Tensor>
 
-export async function toFeeds(inputs: Record<string, BatchTensor>): Promise<Feeds> {
-  const ort = await loadOrt()
-  const feeds: Feeds = {}
-  for (const [name, t] of Object.entries(inputs)) feeds[name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, t.dims)
-  return feeds
-}
 
 /**
  * How a model's outputs become a class per sample. A first output whose last dimension is 1 is a
