@@ -21,11 +21,13 @@ export interface BatchTensor {
 }
 
 export interface Batch {
-  /** Model input name → tensor (first dim = batch size). */
+  /** Model input name → tensor (first dim = batch size, but for the inputs in `whole`). */
   inputs: Record<string, BatchTensor>
   /** Class labels (or regression targets), one per sample, when the dataset has them. */
   labels?: Float64Array
   size: number
+  /** Inputs with no batch axis of their own, fed one sample whole: the batches hold one sample. */
+  whole?: string[]
 }
 
 /** What kiln knows of a model input, to map and check dataset fields against. */
@@ -325,7 +327,8 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
     })
     const wanted = [...new Set([...plans.map((p) => p.field.name), ...(labelField ? [labelField] : [])])]
     // An input with no batch axis holds one sample: such a model reads one sample a batch.
-    if (options.batchSize > 1 && plans.some((p) => !p.batched)) options = {...options, batchSize: 1}
+    const whole = plans.filter((p) => !p.batched).map((p) => p.input)
+    if (options.batchSize > 1 && whole.length) options = {...options, batchSize: 1}
     const ahead = options.inline ? 0 : readAhead(rowBytesOf(source, wanted) * options.batchSize)
     // Deep enough for the batch the consumer holds, the one prefetched, the chunks being read ahead,
     // and one spare, so that a batch stays valid until the consumer asks for the batch after the next.
@@ -347,6 +350,7 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
         inputs[plan.input] = {type: plan.type, data: (plan.type === 'float16' ? toFloat16Array(out as Float32Array) : out) as BatchTensor['data'], dims: plan.batched ? [rows.rows, ...plan.dims] : plan.dims}
       }
       const batch: Batch = {inputs, size: rows.rows}
+      if (whole.length) batch.whole = whole
       if (labelField) batch.labels = Float64Array.from(rows.values[labelField] as ArrayLike<number>, Number)
       return batch
     }
@@ -555,9 +559,8 @@ export async function sampleBatch(spec: DatasetSpec, inputs: InputMeta[], batch:
   if (!first) throw new KilnError(`dataset '${spec.name}' is empty`, {code: 'E_DATA_EMPTY'})
   if (first.size === batch) return first.inputs
   const b = first
-  const unbatched = Object.entries(b.inputs).find(([, t]) => t.dims[0] !== b.size)
-  if (unbatched) {
-    throw new KilnError(`dataset '${spec.name}': input '${unbatched[0]}' has no batch axis of its own, so the model runs one sample at a time; batch ${batch} is not possible`, {
+  if (b.whole) {
+    throw new KilnError(`dataset '${spec.name}': input '${b.whole[0]}' has no batch axis of its own, so the model runs one sample at a time; batch ${batch} is not possible`, {
       code: 'E_DATA_BATCH',
       tryMessage: 'Time it at batch 1.',
     })

@@ -104,8 +104,8 @@ export async function evaluateModel(o: EvaluateOptions): Promise<EvaluateResult>
       )
     const t0 = performance.now()
     let n = 0
-    // The batch size read: a model input with no batch axis of its own makes it 1.
-    let largest = 0
+    // A model input with no batch axis of its own makes the batches one sample each.
+    let whole = false
     for await (const b of readBatches(o.dataset, {batchSize, inputs: meta, signal: o.signal, reuse: true, inline: usesAllCores(profile)})) {
       if (fixed && b.size !== fixed) {
         throw new KilnError(`the model's batch dimension is fixed at ${fixed}; the dataset's ${n + b.size} samples are not a multiple of it`, {code: 'E_EVAL_BATCH', tryMessage: `Set the dataset's limit to a multiple of ${fixed}.`})
@@ -116,13 +116,13 @@ export async function evaluateModel(o: EvaluateOptions): Promise<EvaluateResult>
       const input = {outputs, baseline: ref ? alignOutputs(toOutputs(ref), Object.keys(outputs)) : undefined, labels: b.labels, size: b.size}
       for (const a of accs) a.update(input)
       n += b.size
-      largest = Math.max(largest, b.size)
+      whole ||= b.whole !== undefined
       o.progress?.(n)
     }
     const seconds = (performance.now() - t0) / 1000
     const result: Record<string, number> = {}
     for (const a of accs) Object.assign(result, a.result())
-    return {model: o.model, baseline: o.baseline, dataset: o.dataset.name, samples: n, batchSize: largest < batchSize && n > largest ? largest : batchSize, seconds, samplesPerSecond: n / seconds, metrics: result}
+    return {model: o.model, baseline: o.baseline, dataset: o.dataset.name, samples: n, batchSize: whole ? 1 : batchSize, seconds, samplesPerSecond: n / seconds, metrics: result}
   } finally {
     await session.release()
     await base?.release()

@@ -215,6 +215,7 @@ describe('readBatches', () => {
     })
     const batches = await all({path: file}, 16, SILERO)
     expect(batches.map((b) => b.size)).toEqual([1, 1, 1])
+    expect(batches[0]!.whole).toEqual(['state', 'sr'])
     expect(batches.map((b) => [b.inputs.input!.dims, b.inputs.state!.dims, b.inputs.sr!.dims])).toEqual(Array(3).fill([[1, 512], [2, 1, 128], []]))
     expect(Array.from(batches[1]!.inputs.sr!.data as BigInt64Array)).toEqual([8000n])
     expect((batches[2]!.inputs.state!.data as Float32Array)[0]).toBe(-512)
