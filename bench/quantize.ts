@@ -5,8 +5,9 @@
 //  - fp16 size ratio and output cosine on real inputs;
 //  - int8 vs fp32 latency A/B at batch 1 and 32 (and what the never-slower choice ships);
 //  - Silero (its network inside If branches) static int8 on real speech: agreement and latency;
-//  - a generated ≥400 MB transformer-shaped model through dynamic and int4: time and peak RSS
-//    (each in its own process, so the RSS is that run's alone).
+//  - a generated ≥400 MB transformer-shaped model through dynamic, int4 (RTN) and int4 GPTQ (block
+//    128, 32 calibration sequences of 16 tokens): time and peak RSS (each in its own process, so the
+//    RSS is that run's alone).
 //
 //   npx tsx bench/quantize.ts            everything (several minutes on 2 cores)
 //   npx tsx bench/quantize.ts --quick    fewer test images, no large model
@@ -31,9 +32,12 @@ import type {ModelKey} from '../test/compress/quant/models.js'
 
 // Child mode: quantize one file and report time and peak RSS.
 if (process.argv[2] === '--child') {
-  const [, , , mode, input, output] = process.argv
+  const [, , , mode, input, output, algorithm, calibration] = process.argv
   const t = performance.now()
-  const r = await quantizeModel({input: input!, output: output!, mode: mode as 'dynamic', profile: getProfile('cpu-2t'), neverSlower: false})
+  const r = await quantizeModel({
+    input: input!, output: output!, mode: mode as 'dynamic', profile: getProfile('cpu-2t'), neverSlower: false,
+    ...(algorithm ? {algorithm: algorithm as 'gptq', blockSize: 128, calibration: calibration ? {name: 'calib', path: calibration} : undefined} : {}),
+  })
   const seconds = (performance.now() - t) / 1000
   const usage = process.resourceUsage()
   // CPU seconds alongside wall time: on a shared, loaded machine the wall clock mostly measures the neighbours.
@@ -185,11 +189,18 @@ if (!quick) {
   await writeModel(transformerModel({d: 1024, layers: 13}), big, {externalData: 'never'})
   const bytes = fs.statSync(big).size
   const rows = []
-  for (const mode of ['dynamic', 'int4']) {
-    const o = out(`transformer.${mode}.onnx`)
-    const res = JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', process.argv[1]!, '--child', mode, big, o], {encoding: 'utf8', maxBuffer: 1 << 20}))
-    rows.push({mode, modelMB: bytes / 2 ** 20, ...res, rssOverModel: res.maxRssBytes / bytes})
-    console.log(`${(bytes / 2 ** 20).toFixed(0)} MB transformer ${mode}: ${res.seconds.toFixed(1)} s wall (${res.cpuSeconds.toFixed(1)} s CPU, whole process), peak RSS ${(res.maxRssBytes / 2 ** 20).toFixed(0)} MB (${(res.maxRssBytes / bytes).toFixed(2)}× the model), size ${res.sizeRatio.toFixed(3)}×`)
+  // Hidden states for GPTQ: a few dominant directions plus noise, as a transformer's are.
+  const calib = out('transformer-calib.npz')
+  const d = 1024
+  const x = new Float32Array(32 * 16 * d)
+  for (let r = 0; r < 32 * 16; r++) for (let i = 0; i < d; i++) x[r * d + i] = Math.sin(r * 0.7 + i * 0.013) + 0.3 * Math.cos(i * (r % 5)) + 0.05 * Math.sin(r * i)
+  await writeNpz(calib, {x: {dtype: '<f4', shape: [32, 16, d], data: x}})
+  for (const [mode, algorithm] of [['dynamic'], ['int4'], ['int4', 'gptq']] as const) {
+    const label = algorithm ? `${mode} ${algorithm}` : mode
+    const o = out(`transformer.${mode}${algorithm ? `.${algorithm}` : ''}.onnx`)
+    const res = JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', process.argv[1]!, '--child', mode, big, o, ...(algorithm ? [algorithm, calib] : [])], {encoding: 'utf8', maxBuffer: 1 << 20}))
+    rows.push({mode: label, modelMB: bytes / 2 ** 20, ...res, rssOverModel: res.maxRssBytes / bytes})
+    console.log(`${(bytes / 2 ** 20).toFixed(0)} MB transformer ${label}: ${res.seconds.toFixed(1)} s wall (${res.cpuSeconds.toFixed(1)} s CPU, whole process), peak RSS ${(res.maxRssBytes / 2 ** 20).toFixed(0)} MB (${(res.maxRssBytes / bytes).toFixed(2)}× the model), size ${res.sizeRatio.toFixed(3)}×`)
   }
   results.large = rows
 }

@@ -17,6 +17,7 @@ export default class Quantize extends KilnCommand {
     '<%= config.bin %> quantize model.onnx -o model.int8.onnx --mode static --calibration calib.npz --method percentile',
     '<%= config.bin %> quantize model.onnx -o model.int8.onnx --mode static --calibration calib.npz --eval test.npz --max-accuracy-drop 0.005',
     '<%= config.bin %> quantize llm.onnx -o llm.int4.onnx --mode int4 --block-size 32 --algorithm hqq',
+    '<%= config.bin %> quantize llm.onnx -o llm.int4.onnx --mode int4 --block-size 128 --algorithm gptq --calibration prompts.npz',
   ]
 
   static override args = {
@@ -26,14 +27,14 @@ export default class Quantize extends KilnCommand {
   static override flags = {
     output: Flags.string({char: 'o', description: 'Output ONNX model path.', required: true}),
     mode: Flags.string({description: 'Quantization mode.', options: ['dynamic', 'static', 'fp16', 'int4'], required: true}),
-    calibration: Flags.string({description: 'Calibration data (.npz whose arrays are named after the model inputs) for static mode.'}),
+    calibration: Flags.string({description: 'Calibration data (.npz whose arrays are named after the model inputs) for static mode and int4 GPTQ.'}),
     method: Flags.string({description: 'Calibration method (static).', options: ['minmax', 'percentile', 'entropy'], default: 'minmax'}),
     percentile: Flags.string({description: 'Percentile of |x| kept by --method percentile (default 99.999).'}),
     'per-channel': Flags.boolean({description: 'Per-channel weights (default on).', allowNo: true, default: true}),
     activations: Flags.string({description: 'Activation type for static mode (default uint8: U8S8).', options: ['uint8', 'int8']}),
     symmetric: Flags.boolean({description: 'Symmetric activations (static) or weights (int4, default on).', allowNo: true}),
     'block-size': Flags.integer({description: 'int4 block size along K.', options: ['32', '64', '128'] as never, default: 32}),
-    algorithm: Flags.string({description: 'int4 method: round to nearest, or HQQ (data-free).', options: ['rtn', 'hqq'], default: 'rtn'}),
+    algorithm: Flags.string({description: 'int4 method: round to nearest, HQQ (data-free), or GPTQ (needs --calibration).', options: ['rtn', 'hqq', 'gptq'], default: 'rtn'}),
     exclude: Flags.string({description: 'Keep matching nodes in float: name, op type, op:Type, glob or /regex/ (repeatable).', multiple: true}),
     eval: Flags.string({description: 'Evaluation data (.npz with a labels/label array for accuracy).'}),
     'max-accuracy-drop': Flags.string({description: 'Largest accepted accuracy drop as a fraction (0.005 = half a point); needs --eval.'}),
@@ -54,6 +55,7 @@ export default class Quantize extends KilnCommand {
       return n
     }
     if (flags.mode === 'static' && !flags.calibration) throw new UsageError('--mode static needs --calibration DATA.npz', {tryMessage: 'Give 100–500 representative samples, or use --mode dynamic.'})
+    if (flags.mode === 'int4' && flags.algorithm === 'gptq' && !flags.calibration) throw new UsageError('--algorithm gptq needs --calibration DATA.npz', {tryMessage: 'Give a few hundred representative samples, or use --algorithm rtn or hqq, which need no data.'})
     if (flags['max-accuracy-drop'] !== undefined && !flags.eval) throw new UsageError('--max-accuracy-drop needs --eval DATA.npz')
     const {quantizeModel} = await import('../compress/quant/index.js')
     const report = await quantizeModel({

@@ -15,12 +15,12 @@ const schema = z.strictObject({
         percentile: z.number().gt(50).max(100).optional().describe('Percentile of |x| kept by `percentile`. Default 99.999.'),
       }),
     ])
-    .optional().describe('Calibration dataset name (static), or `{dataset, method, percentile}`.'),
+    .optional().describe('Calibration dataset name (static, int4 GPTQ), or `{dataset, method, percentile}`.'),
   perChannel: z.boolean().default(true).describe('Per-channel weights (static, dynamic). Default true.'),
   activations: z.enum(['uint8', 'int8']).optional().describe('Activation type for static mode. Default uint8 (U8S8, fastest on x86).'),
   symmetric: z.boolean().optional().describe('Symmetric activations (static) or symmetric weights (int4, default true).'),
   blockSize: z.union([z.literal(32), z.literal(64), z.literal(128)]).default(32).describe('int4 block size along K.'),
-  algorithm: z.enum(['rtn', 'hqq']).default('rtn').describe('int4 method: round to nearest, or HQQ (data-free, asymmetric).'),
+  algorithm: z.enum(['rtn', 'hqq', 'gptq']).default('rtn').describe('int4 method: round to nearest, HQQ (data-free, asymmetric), or GPTQ (needs `calibration`).'),
   accuracyLevel: z.union([z.literal(0), z.literal(1), z.literal(2), z.literal(3), z.literal(4)]).default(4).describe('int4 MatMulNBits accuracy_level: 4 = int8 compute on CPU (fastest), 0 = float compute.'),
   exclude: z.union([z.string().min(1).transform((s) => [s]), z.array(z.string().min(1))]).default([]).describe('Nodes kept in float: node name, op type, `op:Type`, glob or /regex/.'),
   preprocess: z.boolean().default(true).describe('Fold BatchNormalization, drop Identity/Dropout before quantizing. Default true.'),
@@ -43,6 +43,7 @@ export default defineStage({
   description: 'Quantize an ONNX model: dynamic or static int8, fp16 or int4, never slower than its input.',
   schema: schema.superRefine((p, issue) => {
     if (p.mode === 'static' && !p.calibration) issue.addIssue({code: 'custom', path: ['calibration'], message: 'static mode needs a calibration dataset'})
+    if (p.mode === 'int4' && p.algorithm === 'gptq' && !p.calibration) issue.addIssue({code: 'custom', path: ['calibration'], message: 'int4 GPTQ needs a calibration dataset'})
     if (p.maxAccuracyDrop !== undefined && !p.eval) issue.addIssue({code: 'custom', path: ['eval'], message: 'maxAccuracyDrop needs an eval dataset'})
   }),
   datasets: (p) => [p.calibration?.dataset, p.eval].filter((d): d is string => !!d),

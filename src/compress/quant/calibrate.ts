@@ -7,6 +7,7 @@ import {KilnError} from '../../errors.js'
 import {walkGraphs} from '../../onnx/graph.js'
 import type {ModelProto} from '../../onnx/proto.js'
 import type {Batch} from '../../data/dataset.js'
+import type * as Ort from 'onnxruntime-node'
 import {toFeeds} from '../../runtime/ort.js'
 import {exposedModel, producersOf, sessionFor} from './graph-util.js'
 
@@ -156,42 +157,79 @@ function klDivergence(p: Float64Array, q: Float64Array): number {
   return kl
 }
 
-export interface CalibrationResult {
-  stats: Map<string, TensorStats>
+/** What calibration gathers for one tensor, batch by batch. */
+export interface Accumulator {
+  add(data: Float32Array, dims: readonly number[]): void | Promise<void>
+}
+
+export interface CalibrationResult<S extends Accumulator = TensorStats> {
+  stats: Map<string, S>
   samples: number
   batches: number
 }
 
 /**
- * Run `batches` through `model` and collect statistics of `tensors`, wherever they are computed
- * (subgraphs included). A copy of the model hands them out as extra outputs. A tensor in an If
- * branch that no sample took gets no statistics.
+ * A copy of the float model that hands out the tensors to calibrate as extra outputs (wherever they
+ * are computed, subgraphs included), on one onnxruntime session. {@link collect} streams batches
+ * through it; several collections may share the session, each fetching only its own tensors.
  */
-export async function calibrate(model: ModelProto, tensors: string[], batches: AsyncIterable<Batch>, opts: {threads?: number; signal?: AbortSignal; onBatch?: (samples: number) => void} = {}): Promise<CalibrationResult> {
-  const exposed = exposedModel(model, tensors)
-  const session = await sessionFor(exposed.bytes, {threads: opts.threads ?? 2}, 'basic')
-  const stats = new Map([...exposed.outputs.keys()].map((t) => [t, new TensorStats()]))
-  const fetch = [...new Set(exposed.outputs.values())]
-  let samples = 0
-  let count = 0
-  try {
+export class CalibrationRun {
+  private constructor(
+    private readonly session: Ort.InferenceSession,
+    /** Each exposed tensor's output name. */
+    private readonly outputs: Map<string, string>,
+  ) {}
+
+  static async open(model: ModelProto, tensors: readonly string[], threads = 2): Promise<CalibrationRun> {
+    const exposed = exposedModel(model, tensors)
+    // onnxruntime keeps its own copy of the weights; the serialized model is dropped after this.
+    return new CalibrationRun(await sessionFor(exposed.bytes, {threads}, 'basic'), exposed.outputs)
+  }
+
+  /**
+   * Statistics of `tensors` (all exposed ones by default) over `batches`: range statistics
+   * ({@link TensorStats}) or what `opts.accumulator` makes. A tensor in an If branch that no
+   * sample took gets none.
+   */
+  async collect<S extends Accumulator = TensorStats>(
+    batches: AsyncIterable<Batch>,
+    opts: {tensors?: readonly string[]; signal?: AbortSignal; onBatch?: (samples: number) => void; accumulator?: (tensor: string) => S} = {},
+  ): Promise<CalibrationResult<S>> {
+    const make = opts.accumulator ?? ((() => new TensorStats()) as unknown as (tensor: string) => S)
+    const wanted = (opts.tensors ?? [...this.outputs.keys()]).filter((t) => this.outputs.has(t))
+    const stats = new Map(wanted.map((t) => [t, make(t)]))
+    const fetch = [...new Set(wanted.map((t) => this.outputs.get(t)!))]
+    let samples = 0
+    let count = 0
     for await (const batch of batches) {
       if (opts.signal?.aborted) throw new KilnError('cancelled', {code: 'E_ABORTED'})
-      const out = await session.run(await toFeeds(batch.inputs), fetch)
-      for (const [name, output] of exposed.outputs) {
-        const v = out[output]
-        if (v && v.type === 'float32') stats.get(name)!.add(v.data as Float32Array, v.dims)
+      const out = await this.session.run(await toFeeds(batch.inputs), fetch)
+      for (const name of wanted) {
+        const v = out[this.outputs.get(name)!]
+        if (v && v.type === 'float32') await stats.get(name)!.add(v.data as Float32Array, v.dims)
       }
       for (const v of Object.values(out)) v.dispose?.()
       samples += batch.size
       count++
       opts.onBatch?.(samples)
     }
-  } finally {
-    await session.release()
+    if (samples === 0) throw new KilnError('the calibration dataset is empty', {code: 'E_DATA_EMPTY', tryMessage: 'Give at least one sample (100–500 representative samples are typical).'})
+    return {stats, samples, batches: count}
   }
-  if (samples === 0) throw new KilnError('the calibration dataset is empty', {code: 'E_DATA_EMPTY', tryMessage: 'Give at least one sample (100–500 representative samples are typical).'})
-  return {stats, samples, batches: count}
+
+  async close(): Promise<void> {
+    await this.session.release()
+  }
+}
+
+/** Run `batches` through `model` once and collect range statistics of `tensors` (see {@link CalibrationRun}). */
+export async function calibrate(model: ModelProto, tensors: string[], batches: AsyncIterable<Batch>, opts: {threads?: number; signal?: AbortSignal; onBatch?: (samples: number) => void} = {}): Promise<CalibrationResult> {
+  const run = await CalibrationRun.open(model, tensors, opts.threads)
+  try {
+    return await run.collect(batches, opts)
+  } finally {
+    await run.close()
+  }
 }
 
 /** Ops that move or regroup values without changing them. */

@@ -11,6 +11,7 @@ import {makeExcluder} from './exclude.js'
 import type {TensorMeta} from './graph-util.js'
 import {nodeLabel} from './graph-util.js'
 import {quantizeInt4} from './int4.js'
+import type {Int4Algorithm, Packed} from './int4.js'
 import type {IntType} from './math.js'
 import {applyStatic, planStatic} from './static.js'
 import type {FloatNode} from './static.js'
@@ -23,13 +24,15 @@ export interface ModeContext {
   symmetric?: boolean
   reduceRange: boolean
   blockSize: number
-  algorithm: 'rtn' | 'hqq'
+  algorithm: Int4Algorithm
   accuracyLevel: number
   keepIOTypes: boolean
   blockList?: string[]
   /** Static: tensor types and calibrated ranges. */
   meta?: Map<string, TensorMeta>
   ranges?: Map<string, {min: number; max: number}>
+  /** int4 GPTQ: each MatMul's blocks, by node label, from calibration data. */
+  int4Packed?: Map<string, Packed>
 }
 
 export interface Mix {
@@ -120,7 +123,7 @@ export function buildCandidate(model: ModelProto, ctx: ModeContext, cfg: BuildCo
   if (ctx.mode === 'int4') {
     const targets: NodeProto[] = []
     for (const {node} of allNodes(model)) if (node.opType === 'MatMul' && node.domain === '') targets.push(node)
-    const r = quantizeInt4(model, {blockSize: ctx.blockSize, symmetric: ctx.symmetric ?? true, algorithm: ctx.algorithm, accuracyLevel: ctx.accuracyLevel, excluded})
+    const r = quantizeInt4(model, {blockSize: ctx.blockSize, symmetric: ctx.symmetric ?? true, algorithm: ctx.algorithm, accuracyLevel: ctx.accuracyLevel, excluded, packed: ctx.int4Packed})
     const left = new Set(r.leftFloat.map((f) => f.node))
     for (const n of targets) if (!left.has(nodeLabel(n))) record(n)
     return {model, quantizedNodes: r.quantizedNodes, leftFloat: r.leftFloat, units}

@@ -32,6 +32,8 @@ import type {NodeTiming} from './node-timing.js'
 import type {FloatNode} from './static.js'
 import {detectCpu} from './cpu.js'
 import {makeExcluder} from './exclude.js'
+import {gptqBlocks} from './int4.js'
+import type {Int4Algorithm} from './int4.js'
 
 /** Below this measured speed-up a candidate counts as slower even when the interval is wide. */
 const MIN_SPEEDUP = 0.97
@@ -60,8 +62,8 @@ export interface QuantizeOptions {
   symmetric?: boolean
   /** int4 block size along K: 32, 64 or 128. Default 32. */
   blockSize?: number
-  /** int4 algorithm: `rtn` (round to nearest) or `hqq` (half-quadratic, data-free). Default `rtn`. */
-  algorithm?: 'rtn' | 'hqq'
+  /** int4 algorithm: `rtn` (round to nearest), `hqq` (half-quadratic, data-free) or `gptq` (needs `calibration`). Default `rtn`. */
+  algorithm?: Int4Algorithm
   /** MatMulNBits accuracy_level (int4). Default 4 (int8 compute on CPU). */
   accuracyLevel?: number
   /** Keep these nodes in float: node name, op type, `op:Type`, glob or /regex/. */
@@ -109,7 +111,7 @@ export interface QuantizeReport {
   quantizedNodes: Record<string, number>
   leftFloat: FloatNode[]
   settings: Record<string, unknown>
-  calibration?: {dataset: string; samples: number; batches: number; method: CalibrationMethod; percentile?: number; seconds: number}
+  calibration?: {dataset: string; samples: number; batches: number; method: CalibrationMethod | 'gptq'; percentile?: number; seconds: number}
   candidates: CandidateReport[]
   chosen?: string
   accuracy?: {samples: number; fp32?: number; quantized?: number; drop?: number; agreement: number; maxDrop?: number}
@@ -196,6 +198,19 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     ctx.ranges = new Map([...cal.stats].filter(([, s]) => s.count > 0).map(([k, s]) => [k, s.range(answers.has(k) ? 'minmax' : method, opts.percentile)]))
     ctx.meta = meta
     report.calibration = {dataset: opts.calibration.name, samples: cal.samples, batches: cal.batches, method, percentile: method === 'percentile' ? (opts.percentile ?? 99.999) : undefined, seconds: (performance.now() - t) / 1000}
+  }
+
+  if (opts.mode === 'int4' && ctx.algorithm === 'gptq') {
+    if (!opts.calibration) {
+      throw new KilnError('GPTQ needs a calibration dataset', {code: 'E_QUANT_NO_CALIBRATION', exitCode: 2, tryMessage: 'Pass --calibration DATA.npz (a few hundred representative samples), or use --algorithm rtn or hqq, which need no data.'})
+    }
+    const t = performance.now()
+    const g = await dataContext('calibration', () =>
+      gptqBlocks(work, {blockSize: ctx.blockSize, symmetric: opts.symmetric ?? true, excluded: makeExcluder(ctx.exclude)}, batchesOf(opts.calibration!), {threads: opts.profile.threads, signal: opts.signal, progress}),
+    )
+    ctx.int4Packed = g.packed
+    if (g.unseen.length > 0) log(`GPTQ had no input statistics for ${g.unseen.length} MatMul(s) (the calibration data never reached them, or their inputs were always zero); rounded to nearest instead: ${g.unseen.slice(0, 5).join(', ')}${g.unseen.length > 5 ? ', …' : ''}`)
+    report.calibration = {dataset: opts.calibration.name, samples: g.samples, batches: g.batches, method: 'gptq', seconds: (performance.now() - t) / 1000}
   }
 
   const mixes = candidateMixes(work, opts.mode)

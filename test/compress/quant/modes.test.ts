@@ -3,7 +3,8 @@ import os from 'node:os'
 import path from 'node:path'
 import {afterAll, describe, expect, it} from 'vitest'
 import {quantizeModel} from '../../../src/compress/quant/index.js'
-import {cosine} from '../../../src/compress/quant/math.js'
+import {cosine, sqnr} from '../../../src/compress/quant/math.js'
+import {writeNpz} from '../../../src/data/npz-write.js'
 import {allNodes} from '../../../src/onnx/graph.js'
 import {readModel, writeModel} from '../../../src/onnx/model.js'
 import {MODELS, ensureFixtures} from '../../helpers/fixtures.js'
@@ -76,5 +77,55 @@ describe('int4 MatMulNBits', () => {
     const b = await runModel(out, {x})
     expect(cosine(a.y!, b.y!)).toBeGreaterThan(0.99)
     expect(r.sizeRatio).toBeLessThan(0.25)
+  })
+})
+
+describe('int4 GPTQ', () => {
+  // Inputs shaped like a transformer's hidden states: a few directions carry most of the energy, and
+  // a few channels are outliers. GPTQ spends the rounding error where these inputs do not look.
+  const d = 64
+  const model = transformerModel({d, layers: 2, seed: 11})
+  let seed = 5
+  const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff - 0.5) * 2
+  const basis = Float32Array.from({length: 8 * d}, rnd)
+  const hidden = (samples: number, seq: number) => {
+    const x = new Float32Array(samples * seq * d)
+    for (let r = 0; r < samples * seq; r++) {
+      const c = Array.from({length: 8}, rnd)
+      for (let i = 0; i < d; i++) {
+        let v = 0.05 * rnd()
+        for (let j = 0; j < 8; j++) v += c[j]! * basis[j * d + i]!
+        x[r * d + i] = i % 16 === 3 ? 6 * v : v
+      }
+    }
+    return x
+  }
+  const input = path.join(dir, 'gptq-transformer.onnx')
+  const calib = path.join(dir, 'gptq-calib.npz')
+
+  it('moves the output less than round-to-nearest on held-out inputs, at block 32 and 64, symmetric and not', async () => {
+    await writeModel(model, input)
+    await writeNpz(calib, {x: {dtype: '<f4', shape: [64, 8, d], data: hidden(64, 8)}})
+    const ort = await import('onnxruntime-node')
+    const x = new ort.Tensor('float32', hidden(16, 8), [16, 8, d])
+    const ref = (await runModel(input, {x})).y!
+    for (const [blockSize, symmetric] of [[32, true], [64, false]] as const) {
+      const rtn = path.join(dir, `gptq-base.${blockSize}.onnx`)
+      const gptq = path.join(dir, `gptq.${blockSize}.onnx`)
+      await quantizeModel({input, output: rtn, mode: 'int4', algorithm: 'rtn', symmetric, blockSize, profile, neverSlower: false})
+      const r = await quantizeModel({input, output: gptq, mode: 'int4', algorithm: 'gptq', symmetric, blockSize, calibration: {name: 'calib', path: calib}, profile, neverSlower: false})
+      expect(r.quantizedNodes).toEqual({MatMul: 4})
+      expect(r.calibration).toMatchObject({method: 'gptq', samples: 64})
+      expect((await opCounts(gptq)).get('MatMulNBits')).toBe(4)
+      const a = sqnr(ref, (await runModel(rtn, {x})).y!)
+      const b = sqnr(ref, (await runModel(gptq, {x})).y!)
+      expect(b, `block ${blockSize}: GPTQ ${b.toFixed(1)} dB vs RTN ${a.toFixed(1)} dB`).toBeGreaterThan(a + 3)
+    }
+  })
+
+  it('needs calibration data', async () => {
+    await writeModel(model, input)
+    await expect(quantizeModel({input, output: path.join(dir, 'gptq-none.onnx'), mode: 'int4', algorithm: 'gptq', profile, neverSlower: false})).rejects.toMatchObject({code: 'E_QUANT_NO_CALIBRATION'})
+    expect(fs.existsSync(path.join(dir, 'gptq-none.onnx'))).toBe(false)
   })
 })
