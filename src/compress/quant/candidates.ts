@@ -122,7 +122,7 @@ export function buildCandidate(model: ModelProto, ctx: ModeContext, cfg: BuildCo
   }
   if (ctx.mode === 'int4') {
     const targets: NodeProto[] = []
-    for (const {node} of allNodes(model)) if (node.opType === 'MatMul' && node.domain === '') targets.push(node)
+    for (const {node} of allNodes(model)) if ((node.opType === 'MatMul' || node.opType === 'Gemm') && node.domain === '') targets.push(node)
     const r = quantizeInt4(model, {blockSize: ctx.blockSize, symmetric: ctx.symmetric ?? true, algorithm: ctx.algorithm, accuracyLevel: ctx.accuracyLevel, excluded, packed: ctx.int4Packed})
     const left = new Set(r.leftFloat.map((f) => f.node))
     for (const n of targets) if (!left.has(nodeLabel(n))) record(n)

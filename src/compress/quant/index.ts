@@ -476,7 +476,7 @@ function collapsed(check: {samples: number; agreement: number; sqnrDb: number}, 
 function noQuantizableOps(model: ModelProto, mode: QuantizeMode): KilnError {
   const ops = new Map<string, number>()
   for (const {node} of allNodes(model)) ops.set(node.opType, (ops.get(node.opType) ?? 0) + 1)
-  const want = mode === 'int4' ? 'MatMul with constant 2-D weights' : 'Conv/MatMul/Gemm with constant weights'
+  const want = mode === 'int4' ? 'MatMul or Gemm with constant 2-D weights' : 'Conv/MatMul/Gemm with constant weights'
   return new KilnError(`no quantizable ops for ${mode} quantization: the model has no ${want}`, {
     code: 'E_QUANT_NOTHING',
     tryMessage: `Its ops: ${[...ops.keys()].slice(0, 12).join(', ')}. Try another mode, or check --exclude.`,

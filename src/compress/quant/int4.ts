@@ -11,7 +11,8 @@
  */
 import {KilnError} from '../../errors.js'
 import type {Batch} from '../../data/dataset.js'
-import {walkGraphs} from '../../onnx/graph.js'
+import {attrFloat, attrInt, walkGraphs} from '../../onnx/graph.js'
+import type {WeightRef} from '../../onnx/graph.js'
 import {makeNode} from '../../onnx/build.js'
 import {DataType} from '../../onnx/proto.js'
 import type {GraphProto, ModelProto, NodeProto} from '../../onnx/proto.js'
@@ -45,9 +46,30 @@ interface Target {
   graph: GraphProto
   k: number
   n: number
+  /** Gemm with transB: the weight is stored [N, K]. */
+  transposed: boolean
 }
 
-/** The MatMuls int4 quantizes, and those it leaves in float with the reason. Refuses block sizes that do not fit. */
+/** Why a Gemm cannot become MatMulNBits (+ Add for its bias), or undefined when it can. */
+function gemmBlocker(node: NodeProto): string | undefined {
+  if (attrInt(node, 'transA', 0) !== 0) return 'Gemm with transA'
+  if (attrFloat(node, 'alpha', 1) !== 1) return 'Gemm with alpha ≠ 1'
+  if (node.input[2] && attrFloat(node, 'beta', 1) !== 1) return 'Gemm with beta ≠ 1'
+  return undefined
+}
+
+/** The weight of a target as W[K, N], row-major. */
+function weightMatrix(weights: Map<string, WeightRef>, t: Target): Float32Array {
+  const w = weights.get(t.node.input[1]!)!
+  const data = tensorToFloat32(w.tensor)
+  if (!t.transposed) return data
+  const {k, n} = t
+  const out = new Float32Array(k * n)
+  for (let col = 0; col < n; col++) for (let i = 0; i < k; i++) out[i * n + col] = data[col * k + i]!
+  return out
+}
+
+/** The MatMuls and Gemms int4 quantizes, and those it leaves in float with the reason. Refuses block sizes that do not fit. */
 function int4Targets(model: ModelProto, opts: Pick<Int4Options, 'blockSize' | 'symmetric' | 'algorithm' | 'excluded'>): {todo: Target[]; leftFloat: FloatNode[]} {
   const bs = opts.blockSize
   if (![16, 32, 64, 128, 256].includes(bs)) {
@@ -62,20 +84,25 @@ function int4Targets(model: ModelProto, opts: Pick<Int4Options, 'blockSize' | 's
   const indivisible: string[] = []
   for (const {graph} of walkGraphs(model)) {
     for (const node of graph.node) {
-      if (node.opType !== 'MatMul' || node.domain !== '') continue
+      if ((node.opType !== 'MatMul' && node.opType !== 'Gemm') || node.domain !== '') continue
       const ref = w.get(node.input[1]!)
-      if (opts.excluded(node)) leftFloat.push({node: nodeLabel(node), opType: 'MatMul', reason: 'excluded'})
-      else if (!ref || ref.tensor.dataType !== DataType.FLOAT) leftFloat.push({node: nodeLabel(node), opType: 'MatMul', reason: 'weight is computed at run time'})
-      else if (ref.tensor.dims.length !== 2) leftFloat.push({node: nodeLabel(node), opType: 'MatMul', reason: 'weight is not a 2-D matrix'})
+      const left = (reason: string) => leftFloat.push({node: nodeLabel(node), opType: node.opType, reason})
+      const blocker = node.opType === 'Gemm' ? gemmBlocker(node) : undefined
+      if (opts.excluded(node)) left('excluded')
+      else if (!ref || ref.tensor.dataType !== DataType.FLOAT) left('weight is computed at run time')
+      else if (ref.tensor.dims.length !== 2) left('weight is not a 2-D matrix')
+      else if (blocker) left(`${blocker}: no MatMulNBits form`)
       else {
-        const [k, n] = ref.tensor.dims.map(Number) as [number, number]
+        const transposed = node.opType === 'Gemm' && attrInt(node, 'transB', 0) !== 0
+        const [r0, r1] = ref.tensor.dims.map(Number) as [number, number]
+        const [k, n] = transposed ? [r1, r0] : [r0, r1]
         if (k % bs !== 0) indivisible.push(`${nodeLabel(node)} (K=${k})`)
-        else todo.push({node, graph, k, n})
+        else todo.push({node, graph, k, n, transposed})
       }
     }
   }
   if (indivisible.length > 0) {
-    throw new KilnError(`block size ${bs} does not divide the inner dimension K of ${indivisible.length} MatMul weight(s): ${indivisible.slice(0, 5).join(', ')}${indivisible.length > 5 ? ', …' : ''}`, {
+    throw new KilnError(`block size ${bs} does not divide the inner dimension K of ${indivisible.length} weight(s): ${indivisible.slice(0, 5).join(', ')}${indivisible.length > 5 ? ', …' : ''}`, {
       code: 'E_QUANT_BLOCK',
       exitCode: 2,
       tryMessage: `Use a block size that divides K (e.g. --block-size ${[32, 16].find((b) => b < bs) ?? 16}), or --exclude those nodes.`,
@@ -89,9 +116,10 @@ export function quantizeInt4(model: ModelProto, opts: Int4Options): Int4Result {
   const {todo, leftFloat} = int4Targets(model, opts)
   const w = weightIndex(model)
   const names = new NameScope(model)
-  for (const {node, graph, k, n} of todo) {
-    const ref = w.get(node.input[1]!)!
-    const packed = opts.packed?.get(nodeLabel(node)) ?? packBlocks(tensorToFloat32(ref.tensor), k, n, {...opts, algorithm: opts.algorithm === 'gptq' ? 'rtn' : opts.algorithm})
+  const counts: Record<string, number> = {}
+  for (const t of todo) {
+    const {node, graph, k, n} = t
+    const packed = opts.packed?.get(nodeLabel(node)) ?? packBlocks(weightMatrix(w, t), k, n, {...opts, algorithm: opts.algorithm === 'gptq' ? 'rtn' : opts.algorithm})
     const base = node.input[1]!
     const inputs = [node.input[0]!]
     const bName = names.fresh(`${base}_Q4`)
@@ -104,12 +132,18 @@ export function quantizeInt4(model: ModelProto, opts: Int4Options): Int4Result {
       graph.initializer.push(zp instanceof Float32Array ? makeTensor(zName, DataType.FLOAT, [n * (k / bs)], zp) : makeTensor(zName, DataType.UINT8, [zp.length], zp))
       inputs.push(zName)
     }
-    const q = makeNode('MatMulNBits', inputs, [node.output[0]!], {K: k, N: n, bits: 4, block_size: bs, accuracy_level: opts.accuracyLevel}, {name: names.fresh(`${node.name || base}_Q4`), domain: 'com.microsoft'})
-    graph.node[graph.node.indexOf(node)] = q
+    // A Gemm's bias follows as an Add.
+    const bias = node.opType === 'Gemm' ? node.input[2] : undefined
+    const out = node.output[0]!
+    const product = bias ? names.fresh(`${out}_product`) : out
+    const q = makeNode('MatMulNBits', inputs, [product], {K: k, N: n, bits: 4, block_size: bs, accuracy_level: opts.accuracyLevel}, {name: names.fresh(`${node.name || base}_Q4`), domain: 'com.microsoft'})
+    const at = graph.node.indexOf(node)
+    graph.node.splice(at, 1, q, ...(bias ? [makeNode('Add', [product, bias], [out], {}, {name: names.fresh(`${node.name || base}_bias`)})] : []))
+    counts[node.opType] = (counts[node.opType] ?? 0) + 1
   }
   if (todo.length > 0) ensureOpsetImport(model, 'com.microsoft', 1)
   removeUnusedWeights(model)
-  return {quantizedNodes: todo.length ? {MatMul: todo.length} : {}, leftFloat}
+  return {quantizedNodes: counts, leftFloat}
 }
 
 export interface Packed {
@@ -396,9 +430,10 @@ export async function gptqBlocks(
         cal.stats.delete(input)
         const targets = byInput.get(input)!
         const factor = gram && gram.rows > 0 && gram.k === targets[0]!.k ? await gptqFactor(gram.mean(), gram.k, gemm) : undefined
-        for (const {node, k, n} of targets) {
+        for (const t of targets) {
+          const {node, k, n} = t
           if (run.signal?.aborted) throw new KilnError('cancelled', {code: 'E_ABORTED'})
-          const weights = tensorToFloat32(w.get(node.input[1]!)!.tensor)
+          const weights = weightMatrix(w, t)
           if (!factor) unseen.push(nodeLabel(node))
           packed.set(nodeLabel(node), factor ? await gptqPack(weights, k, n, factor, opts, gemm) : packBlocks(weights, k, n, {...opts, algorithm: 'rtn'}))
           run.progress?.(`GPTQ: ${++done} of ${todo.length} MatMuls`)
