@@ -1,7 +1,7 @@
 #!/usr/bin/env tsx
 // Quantization targets, each ratio against a baseline measured in the same run:
 //  - static int8 accuracy and top-1 agreement: BlazeFace on the full LFW subset (200), the trained
-//    Fashion-MNIST MLP and CNN on the full 10k test set;
+//    Fashion-MNIST MLP and CNN on the full 10k test set, with int4 (RTN, HQQ, GPTQ) on their Gemm layers;
 //  - fp16 size ratio and output cosine on real inputs;
 //  - int8 vs fp32 latency A/B at batch 1 and 32 (and what the never-slower choice ships);
 //  - Silero (its network inside If branches) static int8 on real speech: agreement and latency;
@@ -96,11 +96,19 @@ results.blazeface = [
 const trained = ensureTrainedModels()
 const fashionTest = {name: 'test', path: trained.test, limit: quick ? 1000 : undefined}
 const fashionCalib = {name: 'calib', path: trained.calib}
-results.fashion = [
+const fashionRows = [
   await accuracyRow('Fashion MLP static', trained.mlp, {mode: 'static', calibration: fashionCalib}, fashionTest),
   await accuracyRow('Fashion CNN static', trained.cnn, {mode: 'static', calibration: fashionCalib}, fashionTest),
   await accuracyRow('Fashion MLP dynamic', trained.mlp, {mode: 'dynamic'}, fashionTest),
 ]
+// int4 on the Gemm layers (the MLP's first, K=784, is not a multiple of the block): RTN, HQQ and GPTQ.
+for (const [name, model, exclude] of [['MLP', trained.mlp, ['fc1']], ['CNN', trained.cnn, []]] as const) {
+  for (const algorithm of ['rtn', 'hqq', 'gptq'] as const) {
+    const symmetric = algorithm !== 'hqq'
+    fashionRows.push(await accuracyRow(`Fashion ${name} int4 ${algorithm} block 64`, model, {mode: 'int4', algorithm, symmetric, blockSize: 64, exclude: [...exclude], calibration: fashionCalib}, fashionTest))
+  }
+}
+results.fashion = fashionRows
 
 // 3. fp16: size and cosine on real inputs.
 const fp16Rows = []
