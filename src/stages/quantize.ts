@@ -1,5 +1,6 @@
 import path from 'node:path'
 import {z} from 'zod'
+import {misappliedOptions} from '../compress/quant/options.js'
 import {defineStage} from './types.js'
 
 const datasetRef = z.string().min(1)
@@ -16,19 +17,19 @@ const schema = z.strictObject({
       }),
     ])
     .optional().describe('Calibration dataset name (static, int4 GPTQ), or `{dataset, method, percentile}`.'),
-  perChannel: z.boolean().default(true).describe('Per-channel weights (static, dynamic). Default true.'),
+  perChannel: z.boolean().optional().describe('Per-channel weights (static, dynamic). Default true.'),
   activations: z.enum(['uint8', 'int8']).optional().describe('Activation type for static mode. Default uint8 (U8S8, fastest on x86).'),
   symmetric: z.boolean().optional().describe('Symmetric activations (static) or symmetric weights (int4, default true).'),
-  blockSize: z.union([z.literal(32), z.literal(64), z.literal(128)]).default(32).describe('int4 block size along K.'),
-  algorithm: z.enum(['rtn', 'hqq', 'gptq']).default('rtn').describe('int4 method: round to nearest, HQQ (data-free, asymmetric), or GPTQ (needs `calibration`).'),
-  accuracyLevel: z.union([z.literal(0), z.literal(1), z.literal(2), z.literal(3), z.literal(4)]).default(4).describe('int4 MatMulNBits accuracy_level: 4 = int8 compute on CPU (fastest), 0 = float compute.'),
+  blockSize: z.union([z.literal(32), z.literal(64), z.literal(128)]).optional().describe('int4 block size along K. Default 32.'),
+  algorithm: z.enum(['rtn', 'hqq', 'gptq']).optional().describe('int4 method: round to nearest (default), HQQ (data-free, asymmetric), or GPTQ (needs `calibration`).'),
+  accuracyLevel: z.union([z.literal(0), z.literal(1), z.literal(2), z.literal(3), z.literal(4)]).optional().describe('int4 MatMulNBits accuracy_level: 4 (default) = int8 compute on CPU (fastest), 0 = float compute.'),
   exclude: z.union([z.string().min(1).transform((s) => [s]), z.array(z.string().min(1))]).default([]).describe('Nodes kept in float: node name, op type, `op:Type`, glob or /regex/.'),
   preprocess: z.boolean().default(true).describe('Fold BatchNormalization, drop Identity/Dropout before quantizing. Default true.'),
   eval: datasetRef.optional().describe('Evaluation dataset name: accuracy and agreement with fp32 are measured on it.'),
   maxAccuracyDrop: z.number().min(0).max(1).optional().describe('Largest accepted accuracy drop (0.005 = half a point); needs `eval`. Sensitive parts fall back to float until it holds.'),
   profile: z.string().min(1).optional().describe('Hardware profile for the latency A/B (default: the pipeline\'s target).'),
   neverSlower: z.boolean().default(true).describe('Keep the input when every quantized variant is slower on the profile. Default true.'),
-  keepIOTypes: z.boolean().default(true).describe('fp16: keep float32 model inputs and outputs. Default true.'),
+  keepIOTypes: z.boolean().optional().describe('fp16: keep float32 model inputs and outputs. Default true.'),
   blockList: z.array(z.string().min(1)).optional().describe('fp16: op types kept in float32 (replaces the default list).'),
   batchSize: z.number().int().min(1).max(4096).default(16).describe('Samples per calibration/evaluation batch when the model\'s batch dimension is free.'),
 })
@@ -44,6 +45,10 @@ export default defineStage({
   schema: schema.superRefine((p, issue) => {
     if (p.mode === 'static' && !p.calibration) issue.addIssue({code: 'custom', path: ['calibration'], message: 'static mode needs a calibration dataset'})
     if (p.mode === 'int4' && p.algorithm === 'gptq' && !p.calibration) issue.addIssue({code: 'custom', path: ['calibration'], message: 'int4 GPTQ needs a calibration dataset'})
+    // An option the mode would ignore is refused where it is written.
+    for (const m of misappliedOptions(p.mode, {...p, method: p.calibration?.method, percentile: p.calibration?.percentile})) {
+      issue.addIssue({code: 'custom', path: m.key === 'method' || m.key === 'percentile' ? ['calibration', m.key] : [m.key], message: `\`${m.key}\` applies to ${m.where} only: mode ${p.mode} would ignore it`})
+    }
     if (p.maxAccuracyDrop !== undefined && !p.eval) issue.addIssue({code: 'custom', path: ['eval'], message: 'maxAccuracyDrop needs an eval dataset'})
   }),
   datasets: (p) => [p.calibration?.dataset, p.eval].filter((d): d is string => !!d),

@@ -33,12 +33,14 @@ import type {FloatNode} from './static.js'
 import {detectCpu} from './cpu.js'
 import {makeExcluder} from './exclude.js'
 import {gptqBlocks} from './int4.js'
+import {describeMisapplied, misappliedOptions} from './options.js'
+import type {QuantizeMode} from './options.js'
 import type {Int4Algorithm} from './int4.js'
 
 /** Below this measured speed-up a candidate counts as slower even when the interval is wide. */
 const MIN_SPEEDUP = 0.97
 
-export type QuantizeMode = 'dynamic' | 'static' | 'fp16' | 'int4'
+export type {QuantizeMode} from './options.js'
 
 export interface QuantizeOptions {
   /** Input ONNX model path. */
@@ -142,6 +144,14 @@ function detachTensors(model: ModelProto): void {
 }
 
 export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeReport> {
+  const misapplied = misappliedOptions(opts.mode, opts as unknown as Record<string, unknown>)
+  if (misapplied.length > 0) {
+    throw new KilnError(`${describeMisapplied(misapplied)}: --mode ${opts.mode} would ignore ${misapplied.length === 1 ? 'it' : 'them'}`, {
+      code: 'E_QUANT_OPTIONS',
+      exitCode: 2,
+      tryMessage: `Drop ${misapplied.length === 1 ? 'it' : 'them'}, or pick the mode ${misapplied.length === 1 ? 'it belongs' : 'they belong'} to.`,
+    })
+  }
   const started = performance.now()
   const log = opts.log ?? (() => {})
   const progress = opts.progress ?? (() => {})
