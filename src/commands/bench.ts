@@ -26,8 +26,8 @@ export default class Bench extends KilnCommand {
     duration: Flags.string({description: 'Measure for this many seconds per batch size instead.', exclusive: ['iterations']}),
     warmup: Flags.integer({description: 'Warm-up runs discarded first.', min: 0}),
     concurrency: Flags.integer({description: 'Concurrent runs on one session.', min: 1}),
-    rounds: Flags.integer({description: 'A/B rounds with --vs (default 20).', min: 2}),
-    dim: Flags.string({description: 'Size of a symbolic dimension: NAME=SIZE (repeatable; default 64).', multiple: true}),
+    rounds: Flags.integer({description: 'A/B rounds with --vs (default 20).', min: 2, dependsOn: ['vs']}),
+    dim: Flags.string({description: 'Size of a symbolic dimension of the generated inputs: NAME=SIZE (repeatable; default 64).', multiple: true, exclusive: ['data']}),
     data: Flags.string({description: 'Time on real inputs: the first samples of a dataset (an NPZ whose arrays are named after the model inputs), instead of generated ones.'}),
   }
 

@@ -22,7 +22,7 @@ export default class Eval extends KilnCommand {
     batch: Flags.integer({description: 'Batch size (default 32, or the model\'s fixed batch).', min: 1}),
     limit: Flags.integer({description: 'Use at most this many samples.', min: 1}),
     shuffle: Flags.boolean({description: 'Shuffle before taking --limit samples.'}),
-    seed: Flags.integer({description: 'Seed for --shuffle.'}),
+    seed: Flags.integer({description: 'Seed for --shuffle.', dependsOn: ['shuffle']}),
     format: Flags.string({description: 'Dataset format (default: from the extension).', options: ['npz', 'npy', 'idx', 'csv', 'jsonl', 'images']}),
     labels: Flags.string({description: 'Field (or column, or labels file) holding the labels.'}),
     input: Flags.string({description: 'Map a model input to a dataset field: INPUT=FIELD (repeatable).', multiple: true}),

@@ -172,6 +172,9 @@ export function labelMetrics(wanted: string[], o: TaskOptions, side: 'outputs' |
         decided = true
         const one = oneValueScoring(o, r.width, Array.from({length: b.size}, (_, i) => r.at(i)[0]!))
         if (one) ({scoring, threshold} = one), (task = 'binary')
+        // Binary options on another task would be read by nothing.
+        const unread = task === 'binary' ? [] : (['reduce', 'activation'] as const).filter((k) => o[k] !== undefined)
+        if (unread.length) throw new UsageError(`${unread.join(' and ')} ${unread.length > 1 ? 'apply' : 'applies'} to binary tasks; this one is ${task}`, {code: 'E_EVAL_TASK', tryMessage: 'Set task: binary (--task binary), or drop them.'})
       }
       for (let i = 0; i < b.size; i++) {
         const label = b.labels[i]!
@@ -183,6 +186,14 @@ export function labelMetrics(wanted: string[], o: TaskOptions, side: 'outputs' |
           const s = binaryScore(r.at(i), scoring)
           const pos = label === (o.positiveClass ?? 1)
           if (!Number.isFinite(label)) checkLabel(label, n + i)
+          // Without a named positive class, a binary task reads 0/1 labels: labels 0–9 mean a classifier was
+          // given a binary option (a threshold), and "class 1 against the rest" is rarely what was meant.
+          if (o.positiveClass === undefined && label !== 0 && label !== 1) {
+            throw new UsageError(`label ${label} (sample ${n + i}): a binary task reads labels 0 and 1`, {
+              code: 'E_DATA_LABELS',
+              tryMessage: 'For a classifier, drop threshold (task classification). For a binary model, give 0/1 labels, or name the positive label with positiveClass (--positive-class).',
+            })
+          }
           scores.push(s)
           positives.push(pos)
           if (s >= threshold === pos) correct++

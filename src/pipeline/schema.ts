@@ -64,6 +64,7 @@ export const DatasetSchema = z
     seed: z.number().int().optional().describe('Seed for `shuffle`, so runs are reproducible.'),
     preprocess: PreprocessSchema.optional(),
   })
+  .refine((d) => d.seed === undefined || d.shuffle === true, {message: '`seed` applies with `shuffle: true`', path: ['seed']})
   .describe('A dataset that stages refer to by name (calibration, evaluation).')
 
 export const StageEntrySchema = z

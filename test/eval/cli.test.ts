@@ -46,6 +46,25 @@ describe('kiln eval / bench / diff', () => {
     expect(['faster', 'slower', 'inconclusive']).toContain(c.verdict)
   }, 120_000)
 
+  it('refuses options nothing would read, instead of ignoring them', async () => {
+    const seed = await kiln(['eval', t.mlp, '--dataset', t.test, '--limit', '10', '--seed', '5', '--json'])
+    expect(seed.exitCode).toBe(2)
+    expect(seed.json.error.message).toMatch(/--seed: --shuffle/)
+    // A threshold makes the task binary, which reads 0/1 labels unless a positive class is named.
+    const threshold = await kiln(['eval', t.mlp, '--dataset', t.test, '--limit', '10', '--threshold', '0.3', '--json'])
+    expect(threshold.exitCode).toBe(2)
+    expect(threshold.json.error.message).toMatch(/binary task reads labels 0 and 1/)
+    const reduce = await kiln(['eval', t.mlp, '--dataset', t.test, '--limit', '10', '--reduce', 'max', '--json'])
+    expect(reduce.exitCode).toBe(2)
+    expect(reduce.json.error.message).toMatch(/reduce applies to binary tasks; this one is classification/)
+    const rounds = await kiln(['bench', t.mlp, '--rounds', '5', '-n', '5', '--json'])
+    expect(rounds.exitCode).toBe(2)
+    expect(rounds.json.error.message).toMatch(/--rounds: --vs/)
+    const dim = await kiln(['bench', t.mlp, '--data', t.test, '--dim', 'batch=4', '-n', '5', '--json'])
+    expect(dim.exitCode).toBe(2)
+    expect(dim.json.error.message).toMatch(/cannot also be provided when using --dim/)
+  }, 60_000)
+
   it('kiln bench names the available providers for an unknown profile (exit 2)', async () => {
     const r = await kiln(['bench', t.cnn, '--profile', 'gpu-x', '--json'])
     expect(r.exitCode).toBe(2)

@@ -53,6 +53,16 @@ describe('pipeline file errors: file:line:col, what was expected, did-you-mean',
     ])
   })
 
+  it('points at options nothing would read: a seed without shuffle, a quantize option its mode ignores', async () => {
+    const issues = await issuesOf(
+      `${HEAD}datasets:\n  calib: { path: ./c.npz, seed: 3 }\nstages:\n  - uses: quantize\n    with: { mode: dynamic, blockSize: 64 }\n  - uses: publish\n    with: { to: ./out }\n`,
+    )
+    expect(issues.map(brief)).toEqual([
+      '5:33 datasets.calib.seed: `seed` applies with `shuffle: true`',
+      expect.stringMatching(/^8:39 stages\[0\]\.with\.blockSize: `blockSize` applies to int4 mode only: mode dynamic would ignore it/),
+    ])
+  })
+
   it('explains names, list items and alternatives precisely', async () => {
     const issues = await issuesOf(
       'version: 1\nname: "my pipeline"\nmodel: ./m.onnx\ndatasets:\n  "my data": { path: ./x.npz }\n  ok: { path: ./x.npz, preprocess: { resize: big, mean: [0.5, x] } }\nstages:\n  - convert\n  - uses: publish\n    with: 5\n  - uses: convert\n    id: "bad id"\n    with:\n',
