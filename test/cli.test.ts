@@ -26,4 +26,10 @@ describe('the kiln CLI', () => {
     expect(missing.exitCode).toBe(2)
     expect(missing.json.error.message).toMatch(/does-not-exist\.yaml/)
   })
+
+  it('refuses options nothing would read', async () => {
+    const s3 = await kiln(['serve', '.', '--s3-endpoint', 'http://127.0.0.1:1', '--port', '0', '--json'])
+    expect(s3.exitCode).toBe(2)
+    expect(s3.json.error.message).toMatch(/--s3-endpoint applies to an s3:\/\/ repository/)
+  })
 })

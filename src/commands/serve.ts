@@ -45,6 +45,10 @@ export default class Serve extends KilnCommand {
 
   async run(): Promise<ServeResult> {
     const {args, flags} = await this.parse(Serve)
+    const s3Flags = (['s3-endpoint', 's3-region', 's3-path-style'] as const).filter((f) => flags[f] !== undefined)
+    if (s3Flags.length > 0 && !args.repository?.startsWith('s3://')) {
+      throw new UsageError(`${s3Flags.map((f) => `--${f}`).join(', ')} ${s3Flags.length > 1 ? 'apply' : 'applies'} to an s3:// repository, not ${args.repository ?? 'an empty server'}`, {tryMessage: 'Drop them, or serve s3://bucket/prefix/.'})
+    }
     const {resolveSecretRef} = await import('../delivery/secret.js')
     const token = flags.token ? resolveSecretRef(flags.token) : process.env.KILN_SERVE_TOKEN || undefined
     if (token !== undefined) {
