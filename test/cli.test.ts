@@ -31,5 +31,8 @@ describe('the kiln CLI', () => {
     const s3 = await kiln(['serve', '.', '--s3-endpoint', 'http://127.0.0.1:1', '--port', '0', '--json'])
     expect(s3.exitCode).toBe(2)
     expect(s3.json.error.message).toMatch(/--s3-endpoint applies to an s3:\/\/ repository/)
+    const publish = await kiln(['publish', 'package.json', '--to', './nowhere', '--s3-region', 'eu-west-1', '--oip-model', 'm', '--json'])
+    expect(publish.exitCode).toBe(2)
+    expect(publish.json.error.message).toMatch(/--s3-region applies to an s3:\/\/ target, and none of --to is one/)
   })
 })

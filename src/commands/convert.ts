@@ -46,6 +46,8 @@ export default class Convert extends KilnCommand {
     const stat = await fsp.stat(input).catch(() => undefined)
     if (stat?.isDirectory()) input = path.join(input, 'model.json')
     if (input.endsWith('.onnx')) return this.upgradeOnnx(input, output, flags)
+    const verifyOnly = (['tolerance', 'samples', 'images', 'dataset'] as const).filter((k) => flags[k] !== undefined)
+    if (!flags.verify && verifyOnly.length) throw new UsageError(`--${verifyOnly.join(', --')} ${verifyOnly.length === 1 ? 'sets' : 'set'} up verification, which --no-verify turns off`, {tryMessage: 'Drop --no-verify, or drop those flags.'})
     const tolerance = flags.tolerance === undefined ? undefined : Number(flags.tolerance)
     if (tolerance !== undefined && (!Number.isFinite(tolerance) || tolerance <= 0)) throw new UsageError(`--tolerance must be a positive number, got '${flags.tolerance}'`, {tryMessage: 'For example --tolerance 1e-4.'})
     const {convertTfjs} = await import('../convert/tfjs/index.js')

@@ -3,6 +3,7 @@ import path from 'node:path'
 import {KilnCommand} from '../cli/base-command.js'
 import {publishArtifact, type PublishResult} from '../delivery/publish.js'
 import {resolveSecretRef} from '../delivery/secret.js'
+import {UsageError} from '../errors.js'
 
 export default class Publish extends KilnCommand {
   static override summary = 'Publish an artifact (file or directory) to one or more targets.'
@@ -28,6 +29,17 @@ export default class Publish extends KilnCommand {
 
   async run(): Promise<PublishResult> {
     const {args, flags} = await this.parse(Publish)
+    // Options for a kind of target that none of the targets is would be read by nothing.
+    const kinds = [
+      {prefix: 's3://', flags: ['s3-endpoint', 's3-region', 's3-path-style'] as const, what: 'an s3:// target'},
+      {prefix: 'oip+http', flags: ['oip-token', 'oip-model'] as const, what: 'an oip+http(s):// target'},
+    ]
+    for (const kind of kinds) {
+      const given = kind.flags.filter((f) => flags[f] !== undefined)
+      if (given.length && !flags.to.some((t) => t.startsWith(kind.prefix))) {
+        throw new UsageError(`--${given.join(', --')} ${given.length === 1 ? 'applies' : 'apply'} to ${kind.what}, and none of --to is one`, {tryMessage: 'Drop them, or add such a target.'})
+      }
+    }
     const artifact = path.resolve(args.artifact)
     const runId = flags['run-id'] ?? new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')
     const result = await publishArtifact(artifact, {

@@ -29,6 +29,10 @@ describe('kiln convert', () => {
     const r = await kiln(['convert', HUMAN('antispoof'), '-o', out, '--no-verify', '--json'])
     expect(r.exitCode, r.stderr).toBe(0)
     expect(r.json.metrics.verify).toEqual({skipped: 'disabled'})
+    // Verification settings with verification off would be read by nothing.
+    const both = await kiln(['convert', HUMAN('antispoof'), '-o', path.join(dir, 'z.onnx'), '--no-verify', '--samples', '3', '--json'])
+    expect(both.exitCode).toBe(2)
+    expect(both.json.error.message).toMatch(/--samples sets up verification, which --no-verify turns off/)
   })
 
   it('exits 1 naming a missing shard, with what to try', async () => {
