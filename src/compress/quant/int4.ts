@@ -81,7 +81,7 @@ function int4Targets(model: ModelProto, opts: Pick<Int4Options, 'blockSize' | 's
   const w = weightIndex(model)
   const leftFloat: FloatNode[] = []
   const todo: Target[] = []
-  const indivisible: string[] = []
+  const indivisible: {node: string; k: number}[] = []
   for (const {graph} of walkGraphs(model)) {
     for (const node of graph.node) {
       if ((node.opType !== 'MatMul' && node.opType !== 'Gemm') || node.domain !== '') continue
@@ -96,16 +96,20 @@ function int4Targets(model: ModelProto, opts: Pick<Int4Options, 'blockSize' | 's
         const transposed = node.opType === 'Gemm' && attrInt(node, 'transB', 0) !== 0
         const [r0, r1] = ref.tensor.dims.map(Number) as [number, number]
         const [k, n] = transposed ? [r1, r0] : [r0, r1]
-        if (k % bs !== 0) indivisible.push(`${nodeLabel(node)} (K=${k})`)
+        if (k % bs !== 0) indivisible.push({node: nodeLabel(node), k})
         else todo.push({node, graph, k, n, transposed})
       }
     }
   }
   if (indivisible.length > 0) {
-    throw new KilnError(`block size ${bs} does not divide the inner dimension K of ${indivisible.length} weight(s): ${indivisible.slice(0, 5).join(', ')}${indivisible.length > 5 ? ', …' : ''}`, {
+    // A block size the interface offers that fits every K, else the nodes to leave out.
+    const ks = [...todo.map((t) => t.k), ...indivisible.map((d) => d.k)]
+    const fits = [32, 64, 128].filter((b) => b !== bs && ks.every((k) => k % b === 0)).pop()
+    const names = indivisible.map((d) => d.node)
+    throw new KilnError(`block size ${bs} does not divide the inner dimension K of ${indivisible.length} weight(s): ${indivisible.slice(0, 5).map((d) => `${d.node} (K=${d.k})`).join(', ')}${indivisible.length > 5 ? ', …' : ''}`, {
       code: 'E_QUANT_BLOCK',
       exitCode: 2,
-      tryMessage: `Use a block size that divides K (e.g. --block-size ${[32, 16].find((b) => b < bs) ?? 16}), or --exclude those nodes.`,
+      tryMessage: fits ? `Use --block-size ${fits}, which divides every K, or leave them in float: ${names.map((n) => `--exclude ${n}`).join(' ')}` : `Leave them in float: ${names.map((n) => `--exclude ${n}`).join(' ')}`,
     })
   }
   return {todo, leftFloat}

@@ -73,7 +73,13 @@ describe('bad input gets a clear error and loses nothing', () => {
     const file = path.join(dir, 'k48.onnx')
     await writeModel(transformerModel({d: 48, layers: 1}), file)
     // K = 48 for the first MatMul: 32 does not divide it (192 for the second does).
-    await expectFailure({input: file, mode: 'int4', blockSize: 32}, /E_QUANT_BLOCK/, /does not divide .*K=48/)
+    const e = await expectFailure({input: file, mode: 'int4', blockSize: 32}, /E_QUANT_BLOCK/, /does not divide .*K=48/)
+    // No offered block size divides 48: the way out is to leave that layer in float, by name.
+    expect(e.tryMessage).toBe('Leave them in float: --exclude l0/fc1')
+    const tiny = path.join(dir, 'k64.onnx')
+    await writeModel(transformerModel({d: 64, layers: 1}), tiny)
+    const f = await expectFailure({input: tiny, mode: 'int4', blockSize: 128}, /E_QUANT_BLOCK/, /K=64/)
+    expect(f.tryMessage).toMatch(/^Use --block-size 64, which divides every K/)
     await expectFailure({input: file, mode: 'int4', blockSize: 48}, /E_QUANT_BLOCK/, /not supported/)
   })
 
