@@ -293,13 +293,54 @@ const GPTQ_BATCH = 128
 /** Dampening added to H's diagonal, as a fraction of its mean: keeps H invertible where inputs are rare. */
 const GPTQ_DAMP = 0.01
 
+export interface GptqFactor {
+  /** c_ij = R_ij / R_jj in the upper triangle (K×K, row-major), in act-order. */
+  coef: Float64Array
+  /** Row i of the act-order is row order[i] of W. */
+  order: Int32Array
+}
+
+/** P·H·Pᵀ in place for the permutation `order` (row i of the result is row order[i]), with one row of extra memory. */
+function permuteSymmetric(h: Float64Array, k: number, order: Int32Array): void {
+  const tmp = new Float64Array(k)
+  // Rows, cycle by cycle.
+  const done = new Uint8Array(k)
+  for (let start = 0; start < k; start++) {
+    if (done[start]) continue
+    tmp.set(h.subarray(start * k, (start + 1) * k))
+    let i = start
+    for (;;) {
+      done[i] = 1
+      const j = order[i]!
+      if (j === start) {
+        h.set(tmp, i * k)
+        break
+      }
+      h.copyWithin(i * k, j * k, (j + 1) * k)
+      i = j
+    }
+  }
+  // Then the columns of each row.
+  for (let r = 0; r < k; r++) {
+    const row = r * k
+    for (let j = 0; j < k; j++) tmp[j] = h[row + order[j]!]!
+    h.set(tmp, row)
+  }
+}
+
 /**
- * GPTQ's coefficients for one layer input, from `h` = E[xxᵀ] (K×K, row-major), in place: with
- * H = RRᵀ (R upper triangular, from the Cholesky factor of H in reversed order), the upper triangle
- * of `h` becomes R_ij / R_jj (i < j). Undefined when the inputs were always zero, or H stays
- * singular however much it is damped. One factor serves every MatMul that reads the same input.
+ * GPTQ's coefficients for one layer input, from `h` = E[xxᵀ] (K×K, row-major), in place. The inputs
+ * are put in act-order (decreasing E[x²]); with H in that order = RRᵀ (R upper triangular, from the
+ * Cholesky factor of H in reversed order), the upper triangle of `h` becomes R_ij / R_jj (i < j).
+ * Undefined when the inputs were always zero, or H stays singular however much it is damped. One
+ * factor serves every MatMul that reads the same input.
  */
-export async function gptqFactor(h: Float64Array, k: number, gemm: Gemm): Promise<Float64Array | undefined> {
+export async function gptqFactor(h: Float64Array, k: number, gemm: Gemm): Promise<GptqFactor | undefined> {
+  // Act-order: the inputs that carry the most energy are quantized first, while the most rows remain
+  // to take up their error. H is permuted to that order.
+  const energy = Array.from({length: k}, (_, i) => h[i * k + i]!)
+  const order = Int32Array.from([...Array(k).keys()].sort((a, b) => energy[b]! - energy[a]! || a - b))
+  permuteSymmetric(h, k, order)
   const diag = new Float64Array(k)
   let mean = 0
   for (let i = 0; i < k; i++) mean += diag[i] = h[i * k + i]!
@@ -316,26 +357,38 @@ export async function gptqFactor(h: Float64Array, k: number, gemm: Gemm): Promis
     // R_ij = L[k-1-i][k-1-j]: read from the lower triangle, written to the upper one.
     for (let j = 0; j < k; j++) diag[j] = h[(k - 1 - j) * k + (k - 1 - j)]!
     for (let i = 0; i < k; i++) for (let j = i + 1; j < k; j++) h[i * k + j] = h[(k - 1 - i) * k + (k - 1 - j)]! / diag[j]!
-    return h
+    return {coef: h, order}
   }
   return undefined
 }
 
 /**
  * GPTQ for W[K, N] (K the input dimension, rows in row-major order), in its nearest-plane form,
- * with the coefficients c_ij = R_ij / R_jj of {@link gptqFactor} in the upper triangle of `r`:
- * the error ‖Rᵀ(w − q)‖² is taken out one row at a time, row j rounded from its target
- * w_j + Σ_{i<j} c_ij (w_i − q_i), the best value given the rows already quantized (the same targets
- * as GPTQ's inverse-Hessian updates, with no matrix inverse). Block parameters are set from the
- * targets as they stand when the block starts.
+ * with the coefficients c_ij = R_ij / R_jj of {@link gptqFactor}: rows are taken in the factor's
+ * act-order, and the error ‖Rᵀ(w − q)‖² is taken out one row at a time, row j rounded from its
+ * target w_j + Σ_{i<j} c_ij (w_i − q_i), the best value given the rows already quantized (the same
+ * targets as GPTQ's inverse-Hessian updates, with no matrix inverse). Since rows leave their blocks'
+ * order, block parameters are fixed beforehand from the weights (GPTQ's "static groups"), which
+ * keeps MatMulNBits' layout with no group index.
  */
-export async function gptqPack(w: Float32Array, k: number, n: number, r: Float64Array, opts: Pick<Int4Options, 'blockSize' | 'symmetric'>, gemm: Gemm): Promise<Packed> {
+export async function gptqPack(weights: Float32Array, k: number, n: number, factor: GptqFactor, opts: Pick<Int4Options, 'blockSize' | 'symmetric'>, gemm: Gemm): Promise<Packed> {
   const bs = opts.blockSize
-  const target = Float64Array.from(w)
+  const {coef: r, order} = factor
   const nb = k / bs
   const codes = new Uint8Array(n * k)
   const scales = new Float32Array(n * nb)
   const zeros = opts.symmetric ? undefined : new Uint8Array(n * nb)
+  for (let col = 0; col < n; col++) {
+    for (let b = 0; b < nb; b++) {
+      const p = blockParams((j) => weights[(b * bs + j) * n + col]!, bs, opts.symmetric)
+      scales[col * nb + b] = p.scale
+      if (zeros) zeros[col * nb + b] = p.zero
+    }
+  }
+  // W's rows in act-order.
+  const w = new Float32Array(k * n)
+  for (let i = 0; i < k; i++) w.set(weights.subarray(order[i]! * n, (order[i]! + 1) * n), i * n)
+  const target = Float64Array.from(w)
   const colScale = new Float64Array(n)
   const colZero = new Float64Array(n)
   const step = Math.max(GPTQ_BATCH, bs)
@@ -344,22 +397,18 @@ export async function gptqPack(w: Float32Array, k: number, n: number, r: Float64
     const i2 = Math.min(i1 + step, k)
     for (let i = i1; i < i2; i++) {
       const row = i * n
-      if (i % bs === 0) {
-        const b = i / bs
-        for (let col = 0; col < n; col++) {
-          const p = blockParams((j) => target[(i + j) * n + col]!, bs, opts.symmetric)
-          colScale[col] = p.scale
-          colZero[col] = p.zero
-          scales[col * nb + b] = p.scale
-          if (zeros) zeros[col * nb + b] = p.zero
-        }
+      // The parameters of the block this row belongs to in W's own order.
+      const b = Math.floor(order[i]! / bs)
+      for (let col = 0; col < n; col++) {
+        colScale[col] = scales[col * nb + b]!
+        colZero[col] = zeros ? zeros[col * nb + b]! : 8
       }
       const e = (i - i1) * n
       for (let col = 0; col < n; col++) {
         const s = colScale[col]!
         const z = colZero[col]!
         const code = clamp(Math.round(target[row + col]! / s) + z, 0, 15)
-        codes[col * k + i] = code
+        codes[col * k + order[i]!] = code
         err[e + col] = w[row + col]! - (code - z) * s
       }
       // The rest of this batch at once.
