@@ -173,8 +173,8 @@ export function labelMetrics(wanted: string[], o: TaskOptions, side: 'outputs' |
         const one = oneValueScoring(o, r.width, Array.from({length: b.size}, (_, i) => r.at(i)[0]!))
         if (one) ({scoring, threshold} = one), (task = 'binary')
         // Binary options on another task would be read by nothing.
-        const unread = task === 'binary' ? [] : (['reduce', 'activation'] as const).filter((k) => o[k] !== undefined)
-        if (unread.length) throw new UsageError(`${unread.join(' and ')} ${unread.length > 1 ? 'apply' : 'applies'} to binary tasks; this one is ${task}`, {code: 'E_EVAL_TASK', tryMessage: 'Set task: binary (--task binary), or drop them.'})
+        const unread = task === 'binary' ? [] : (['reduce', 'activation', 'positiveClass', 'threshold'] as const).filter((k) => o[k] !== undefined)
+        if (unread.length) throw new UsageError(`${unread.join(', ')} ${unread.length > 1 ? 'apply' : 'applies'} to binary tasks; this one is ${task}`, {code: 'E_EVAL_TASK', tryMessage: 'Set task: binary (--task binary), or drop them.'})
       }
       for (let i = 0; i < b.size; i++) {
         const label = b.labels[i]!
