@@ -6,7 +6,7 @@ import {defineStage} from './types.js'
 const datasetRef = z.string().min(1)
 
 const schema = z.strictObject({
-  mode: z.enum(['dynamic', 'static', 'fp16', 'int4']).describe('`dynamic` (int8 weights, run-time activations), `static` (QDQ, calibrated), `fp16`, or `int4` (MatMulNBits).'),
+  mode: z.enum(['dynamic', 'static', 'fp16', 'int4']).describe('`dynamic` (int8 weights, run-time activations), `static` (QDQ, calibrated), `fp16`, or `int4` (MatMulNBits). A key that the mode does not read is refused.'),
   calibration: z
     .union([
       datasetRef.transform((dataset): {dataset: string; method?: 'minmax' | 'percentile' | 'entropy'; percentile?: number} => ({dataset})),
@@ -16,7 +16,7 @@ const schema = z.strictObject({
         percentile: z.number().gt(50).max(100).optional().describe('Percentile of |x| kept by `percentile`. Default 99.999.'),
       }),
     ])
-    .optional().describe('Calibration dataset name (static, int4 GPTQ), or `{dataset, method, percentile}`.'),
+    .optional().describe('Calibration dataset name (static, int4 GPTQ; dynamic and int4 also time the latency A/B on its samples), or `{dataset, method, percentile}`.'),
   perChannel: z.boolean().optional().describe('Per-channel weights (static, dynamic). Default true.'),
   activations: z.enum(['uint8', 'int8']).optional().describe('Activation type for static mode. Default uint8 (U8S8, fastest on x86).'),
   symmetric: z.boolean().optional().describe('Symmetric activations (static) or symmetric weights (int4, default true).'),
