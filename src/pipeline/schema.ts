@@ -30,6 +30,9 @@ export const ProfileSchema = z
     iterations: z.number().int().min(1).optional().describe('Measured iterations per batch size.'),
     durationMs: z.number().positive().optional().describe('Measure for this long instead of a fixed number of iterations.'),
   })
+  // Settings that the others would make unread are refused where they are written.
+  .refine((p) => p.iterations === undefined || p.durationMs === undefined, {message: 'give `iterations` or `durationMs`, not both: a duration overrides the count', path: ['durationMs']})
+  .refine((p) => p.interOpThreads === undefined || p.executionMode === 'parallel', {message: '`interOpThreads` is used with `executionMode: parallel` only', path: ['interOpThreads']})
   .describe('A hardware profile for sessions and benchmarks.')
 
 const sizeSchema = z.union([z.number().int().min(1), z.tuple([z.number().int().min(1), z.number().int().min(1)])])

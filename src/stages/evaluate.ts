@@ -31,6 +31,7 @@ const schema = z.strictObject({
       durationMs: z.number().positive().optional(),
       warmup: z.number().int().min(0).optional(),
     })
+    .refine((b) => b.iterations === undefined || b.durationMs === undefined, {message: 'give `iterations` or `durationMs`, not both: a duration overrides the count', path: ['durationMs']})
     .optional()
     .describe('Measure latency; with a baseline, interleaved A/B with a speed-up interval.'),
   gates: z.record(z.string(), GateSchema).default({}).describe('Quality gates: accuracyDrop, agreement, latencyP95Ms, speedup, sizeRatio... or any metric with {min, max}.'),

@@ -43,6 +43,10 @@ describe('evaluate stage', () => {
     const {ctx, input} = await makeStageContext({input: trained.mlp, datasets: {test: {path: trained.test, limit: 64}}})
     await expect(stage.run(ctx, input, stage.schema.parse({dataset: 'test', gates: {latencyP95Ms: 5}}))).rejects.toThrow(/no benchmark was run/)
     await expect(stage.run(ctx, input, stage.schema.parse({dataset: 'test', baseline: 'quantize'}))).rejects.toThrow(/neither 'input' nor the id of an earlier stage/)
+    // A duration overrides an iteration count: asking for both would leave one unread.
+    const both = stage.schema.safeParse({dataset: 'test', benchmark: {iterations: 10, durationMs: 200}})
+    expect(both.success).toBe(false)
+    expect(both.error!.issues[0]!.path).toEqual(['benchmark', 'durationMs'])
   })
 
   it('says by how much a gate missed, either way', () => {

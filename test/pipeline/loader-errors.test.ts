@@ -55,11 +55,13 @@ describe('pipeline file errors: file:line:col, what was expected, did-you-mean',
 
   it('points at options nothing would read: a seed without shuffle, a quantize option its mode ignores', async () => {
     const issues = await issuesOf(
-      `${HEAD}datasets:\n  calib: { path: ./c.npz, seed: 3 }\nstages:\n  - uses: quantize\n    with: { mode: dynamic, blockSize: 64 }\n  - uses: publish\n    with: { to: ./out }\n`,
+      `${HEAD}profiles:\n  edge: { iterations: 10, durationMs: 500, interOpThreads: 2 }\ndatasets:\n  calib: { path: ./c.npz, seed: 3 }\nstages:\n  - uses: quantize\n    with: { mode: dynamic, blockSize: 64 }\n  - uses: publish\n    with: { to: ./out }\n`,
     )
     expect(issues.map(brief)).toEqual([
-      '5:33 datasets.calib.seed: `seed` applies with `shuffle: true`',
-      expect.stringMatching(/^8:39 stages\[0\]\.with\.blockSize: `blockSize` applies to int4 mode only: mode dynamic would ignore it/),
+      expect.stringMatching(/^5:\d+ profiles\.edge\.durationMs: give `iterations` or `durationMs`, not both/),
+      expect.stringMatching(/^5:\d+ profiles\.edge\.interOpThreads: `interOpThreads` is used with `executionMode: parallel` only/),
+      '7:33 datasets.calib.seed: `seed` applies with `shuffle: true`',
+      expect.stringMatching(/^10:39 stages\[0\]\.with\.blockSize: `blockSize` applies to int4 mode only: mode dynamic would ignore it/),
     ])
   })
 
