@@ -72,7 +72,7 @@ export interface FallbackUnit {
 
 /** The mixes worth trying for this model and mode, most complete first. */
 export function candidateMixes(model: ModelProto, mode: ModeContext['mode']): Mix[] {
-  if (mode === 'fp16' || mode === 'int4') return [{name: mode === 'fp16' ? 'all float ops' : 'all MatMul'}]
+  if (mode === 'fp16' || mode === 'int4') return [{name: mode === 'fp16' ? 'all float ops' : 'all MatMul and Gemm'}]
   const ops = new Set<string>()
   for (const {node} of allNodes(model)) ops.add(node.opType)
   const hasConv = ops.has('Conv')
