@@ -9,7 +9,7 @@ import type {ModelProto} from '../../onnx/proto.js'
 import type {Batch} from '../../data/dataset.js'
 import type * as Ort from 'onnxruntime-node'
 import {toFeeds} from '../../runtime/ort.js'
-import {exposedModel, producersOf, sessionFor} from './graph-util.js'
+import {exposedSession, producersOf} from './graph-util.js'
 
 export type CalibrationMethod = 'minmax' | 'percentile' | 'entropy'
 
@@ -181,9 +181,8 @@ export class CalibrationRun {
   ) {}
 
   static async open(model: ModelProto, tensors: readonly string[], threads = 2): Promise<CalibrationRun> {
-    const exposed = exposedModel(model, tensors)
-    // onnxruntime keeps its own copy of the weights; the serialized model is dropped after this.
-    return new CalibrationRun(await sessionFor(exposed.bytes, {threads}, 'basic'), exposed.outputs)
+    const {session, outputs} = await exposedSession(model, tensors, {threads}, 'basic')
+    return new CalibrationRun(session, outputs)
   }
 
   /**

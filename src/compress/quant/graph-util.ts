@@ -2,11 +2,14 @@
  * Graph helpers for quantization passes: weights by name (initializers and Constant nodes, any
  * graph), fresh tensor names, dead-weight removal, and onnxruntime sessions on in-memory models.
  */
+import * as fsp from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
 import {KilnError} from '../../errors.js'
 import {makeNode} from '../../onnx/build.js'
-import {attrInt, walkGraphs, weights} from '../../onnx/graph.js'
+import {allTensors, attrInt, walkGraphs, weights} from '../../onnx/graph.js'
 import type {WeightRef} from '../../onnx/graph.js'
-import {modelToBytes} from '../../onnx/model.js'
+import {modelToBytes, writeModel} from '../../onnx/model.js'
 import {DataType, ValueInfoProtoSchema, create} from '../../onnx/proto.js'
 import type {GraphProto, ModelProto, NodeProto} from '../../onnx/proto.js'
 import {dtypeName, makeTensor} from '../../onnx/tensor.js'
@@ -80,18 +83,39 @@ export function ortOptions(profile: Partial<HardwareProfile> | undefined, optimi
   return {...sessionOptions(profile), graphOptimizationLevel: profile?.graphOptimizationLevel ?? optimization}
 }
 
-/** A session on an in-memory model; a model onnxruntime refuses is a kiln bug here, said plainly. */
-export async function sessionFor(model: ModelProto | Uint8Array, profile?: Partial<HardwareProfile>, optimization?: 'disabled' | 'basic' | 'extended' | 'all'): Promise<Ort.InferenceSession> {
+/**
+ * Weights above which a model goes to onnxruntime as a file with external data: from bytes, the
+ * serialized model and onnxruntime's parse of it come on top of its own tensors (about 2.6× the
+ * weights at the peak, measured on a 416 MB model); from a file, onnxruntime reads the weights once.
+ */
+const SESSION_FROM_FILE_BYTES = 128 * 2 ** 20
+
+/**
+ * A session on an in-memory model; a model onnxruntime refuses is a kiln bug here, said plainly.
+ * A model with more than `fileAbove` bytes of weights is handed over as a file with external data.
+ */
+export async function sessionFor(model: ModelProto | Uint8Array, profile?: Partial<HardwareProfile>, optimization?: 'disabled' | 'basic' | 'extended' | 'all', fileAbove = SESSION_FROM_FILE_BYTES): Promise<Ort.InferenceSession> {
   const ort = await loadOrt()
-  const bytes = model instanceof Uint8Array ? model : modelToBytes(model)
+  const options = ortOptions(profile, optimization)
+  let dir: string | undefined
   try {
-    return await ort.InferenceSession.create(bytes, ortOptions(profile, optimization))
+    if (model instanceof Uint8Array) return await ort.InferenceSession.create(model, options)
+    let weights = 0
+    for (const {tensor} of allTensors(model)) weights += tensor.rawData.length
+    if (weights <= fileAbove) return await ort.InferenceSession.create(modelToBytes(model), options)
+    dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'kiln-session-'))
+    const file = path.join(dir, 'model.onnx')
+    await writeModel(model, file, {externalData: 'always'})
+    return await ort.InferenceSession.create(file, options)
   } catch (error) {
     throw new KilnError(`onnxruntime cannot load the model: ${(error as Error).message}`, {
       code: 'E_QUANT_INVALID',
       cause: error,
       tryMessage: 'Exclude the node or op type named above (--exclude), or try another mode.',
     })
+  } finally {
+    // onnxruntime has read the files (a mapping it keeps outlives the name).
+    if (dir) await fsp.rm(dir, {recursive: true, force: true})
   }
 }
 
@@ -106,8 +130,7 @@ export interface TensorMeta {
  * types of tensors inside If/Loop/Scan bodies by each op's type rule (`subgraphTypes`).
  */
 export async function inferTypes(model: ModelProto): Promise<Map<string, TensorMeta>> {
-  const {bytes} = exposedModel(model, model.graph!.node.flatMap((n) => n.output.filter(Boolean)))
-  const session = await sessionFor(bytes, {threads: 1}, 'disabled')
+  const {session} = await exposedSession(model, model.graph!.node.flatMap((n) => n.output.filter(Boolean)), {threads: 1}, 'disabled')
   const out = new Map<string, TensorMeta>()
   const meta = (session as unknown as {outputMetadata: {name: string; isTensor: boolean; type?: string; shape?: (number | string)[]}[]}).outputMetadata
   const inMeta = (session as unknown as {inputMetadata: {name: string; isTensor: boolean; type?: string; shape?: (number | string)[]}[]}).inputMetadata
@@ -184,14 +207,10 @@ function constantType(node: NodeProto): string | undefined {
 const EXPOSING_OPS = new Set(['If', 'Loop', 'Scan'])
 
 /**
- * The model serialised with each named float tensor readable as a model output, wherever it is
- * computed. A tensor inside an If branch, a Loop or a Scan body is threaded out through its owner
- * node, level by level: an extra output of the body and of the node (the other If branch hands out
- * an empty tensor, so a branch that did not run yields no values; a Loop or Scan stacks its
- * iterations). Returns the bytes and, for each tensor, the output name to ask onnxruntime for;
- * tensors that cannot be reached are left out. The model itself is left as it was.
+ * Edits the model in place so that each named tensor is a model output (see {@link exposedModel});
+ * `undo` puts it back as it was.
  */
-export function exposedModel(model: ModelProto, tensors: readonly string[]): {bytes: Uint8Array; outputs: Map<string, string>} {
+function expose(model: ModelProto, tensors: readonly string[]): {outputs: Map<string, string>; undo: () => void} {
   // Where each tensor is computed, and which node (in which graph) owns each body.
   const home = new Map<string, GraphProto>()
   const owner = new Map<GraphProto, {node: NodeProto; attr: string; parent: GraphProto}>()
@@ -253,6 +272,9 @@ export function exposedModel(model: ModelProto, tensors: readonly string[]): {by
     }
     return reach(out, parent)
   }
+  const restore = () => {
+    for (const u of undo.reverse()) u()
+  }
   const outputs = new Map<string, string>()
   try {
     for (const t of tensors) {
@@ -260,9 +282,41 @@ export function exposedModel(model: ModelProto, tensors: readonly string[]): {by
       const name = graph && reach(t, graph)
       if (name) outputs.set(t, name)
     }
+  } catch (error) {
+    restore()
+    throw error
+  }
+  return {outputs, undo: restore}
+}
+
+/**
+ * The model serialised with each named float tensor readable as a model output, wherever it is
+ * computed. A tensor inside an If branch, a Loop or a Scan body is threaded out through its owner
+ * node, level by level: an extra output of the body and of the node (the other If branch hands out
+ * an empty tensor, so a branch that did not run yields no values; a Loop or Scan stacks its
+ * iterations). Returns the bytes and, for each tensor, the output name to ask onnxruntime for;
+ * tensors that cannot be reached are left out. The model itself is left as it was.
+ */
+export function exposedModel(model: ModelProto, tensors: readonly string[]): {bytes: Uint8Array; outputs: Map<string, string>} {
+  const {outputs, undo} = expose(model, tensors)
+  try {
     return {bytes: modelToBytes(model), outputs}
   } finally {
-    for (const u of undo.reverse()) u()
+    undo()
+  }
+}
+
+/**
+ * A session on the model with `tensors` handed out as in {@link exposedModel}, with no serialised
+ * copy kept: a large model reaches onnxruntime as a file (see {@link sessionFor}). The model is
+ * left as it was; nothing else may use it until this returns.
+ */
+export async function exposedSession(model: ModelProto, tensors: readonly string[], profile?: Partial<HardwareProfile>, optimization?: 'disabled' | 'basic' | 'extended' | 'all'): Promise<{session: Ort.InferenceSession; outputs: Map<string, string>}> {
+  const {outputs, undo} = expose(model, tensors)
+  try {
+    return {session: await sessionFor(model, profile, optimization), outputs}
+  } finally {
+    undo()
   }
 }
 

@@ -14,7 +14,7 @@ import type {Ort} from '../../runtime/ort.js'
 import type {HardwareProfile} from '../../stages/types.js'
 import {scoreSplit} from '../../eval/metrics.js'
 import {sqnr} from './math.js'
-import {exposedModel, sessionFor} from './graph-util.js'
+import {exposedSession, sessionFor} from './graph-util.js'
 
 type Session = Ort.InferenceSession
 type Feeds = Record<string, Ort.Tensor>
@@ -164,11 +164,11 @@ export function agreement(a: number[], b: number[]): number {
  */
 export async function tensorSqnr(ref: ModelProto, test: ModelProto, pairs: [string, string][], batches: Batch[], profile: Partial<HardwareProfile>): Promise<Map<string, number>> {
   // Both models hand out the tensors compared, wherever they are computed (If/Loop bodies too).
-  const ea = exposedModel(ref, pairs.map((p) => p[0]))
-  const eb = exposedModel(test, pairs.map((p) => p[1]))
+  const ea = await exposedSession(ref, pairs.map((p) => p[0]), profile, 'basic')
+  const eb = await exposedSession(test, pairs.map((p) => p[1]), profile, 'basic')
   const live = pairs.filter(([x, y]) => ea.outputs.has(x) && eb.outputs.has(y))
-  const a = await sessionFor(ea.bytes, profile, 'basic')
-  const b = await sessionFor(eb.bytes, profile, 'basic')
+  const a = ea.session
+  const b = eb.session
   const sums = new Map<string, {s: number; n: number}>()
   try {
     for (const batch of batches) {

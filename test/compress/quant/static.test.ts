@@ -6,7 +6,7 @@ import {KilnError} from '../../../src/errors.js'
 import {answerTensors, calibrate, TensorStats} from '../../../src/compress/quant/calibrate.js'
 import {quantizeModel} from '../../../src/compress/quant/index.js'
 import {cutNode} from '../../../src/compress/quant/node-timing.js'
-import {exposedModel, inferTypes} from '../../../src/compress/quant/graph-util.js'
+import {exposedModel, inferTypes, sessionFor} from '../../../src/compress/quant/graph-util.js'
 import {buildCandidate} from '../../../src/compress/quant/candidates.js'
 import type {ModeContext} from '../../../src/compress/quant/candidates.js'
 import {planStatic} from '../../../src/compress/quant/static.js'
@@ -429,5 +429,28 @@ describe('pre-processing', () => {
     const rb = await runModel(modelToBytes(rec), fr)
     const kr = Object.keys(ra)[0]!
     expect(cosine(ra[kr]!, rb[kr]!)).toBeGreaterThan(0.99999)
+  })
+})
+
+describe('sessions on models with large weights', () => {
+  it('go to onnxruntime as a file with external data (Constant nodes in If branches included), give the same outputs, and leave nothing behind', async () => {
+    const model = await readModel(MODELS.sileroV5)
+    const before = modelToBytes(model)
+    const feeds = await feedsFor('sileroV5')
+    const leftovers = () => fs.readdirSync(os.tmpdir()).filter((f) => f.startsWith('kiln-session-')).length
+    const had = leftovers()
+    const fromBytes = await sessionFor(model, {threads: 1})
+    // A threshold of 0 sends even this small model through the file path.
+    const fromFile = await sessionFor(model, {threads: 1}, undefined, 0)
+    try {
+      const a = await fromBytes.run(feeds)
+      const b = await fromFile.run(feeds)
+      for (const k of Object.keys(a)) expect(Array.from(b[k]!.data as Float32Array)).toEqual(Array.from(a[k]!.data as Float32Array))
+    } finally {
+      await fromBytes.release()
+      await fromFile.release()
+    }
+    expect(modelToBytes(model)).toEqual(before)
+    expect(leftovers()).toBe(had)
   })
 })
