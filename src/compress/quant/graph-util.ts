@@ -207,7 +207,7 @@ function constantType(node: NodeProto): string | undefined {
 const EXPOSING_OPS = new Set(['If', 'Loop', 'Scan'])
 
 /**
- * Edits the model in place so that each named tensor is a model output (see {@link exposedModel});
+ * Edits the model in place so that each named tensor is a model output (see {@link exposedSession});
  * `undo` puts it back as it was.
  */
 function expose(model: ModelProto, tensors: readonly string[]): {outputs: Map<string, string>; undo: () => void} {
@@ -290,26 +290,14 @@ function expose(model: ModelProto, tensors: readonly string[]): {outputs: Map<st
 }
 
 /**
- * The model serialised with each named float tensor readable as a model output, wherever it is
+ * A session on the model with each named float tensor readable as a model output, wherever it is
  * computed. A tensor inside an If branch, a Loop or a Scan body is threaded out through its owner
  * node, level by level: an extra output of the body and of the node (the other If branch hands out
  * an empty tensor, so a branch that did not run yields no values; a Loop or Scan stacks its
- * iterations). Returns the bytes and, for each tensor, the output name to ask onnxruntime for;
- * tensors that cannot be reached are left out. The model itself is left as it was.
- */
-export function exposedModel(model: ModelProto, tensors: readonly string[]): {bytes: Uint8Array; outputs: Map<string, string>} {
-  const {outputs, undo} = expose(model, tensors)
-  try {
-    return {bytes: modelToBytes(model), outputs}
-  } finally {
-    undo()
-  }
-}
-
-/**
- * A session on the model with `tensors` handed out as in {@link exposedModel}, with no serialised
- * copy kept: a large model reaches onnxruntime as a file (see {@link sessionFor}). The model is
- * left as it was; nothing else may use it until this returns.
+ * iterations). Returns the session and, for each tensor, the output name to ask onnxruntime for;
+ * tensors that cannot be reached are left out. No serialised copy is kept (a large model reaches
+ * onnxruntime as a file, see {@link sessionFor}). The model is left as it was; nothing else may use
+ * it until this returns.
  */
 export async function exposedSession(model: ModelProto, tensors: readonly string[], profile?: Partial<HardwareProfile>, optimization?: 'disabled' | 'basic' | 'extended' | 'all'): Promise<{session: Ort.InferenceSession; outputs: Map<string, string>}> {
   const {outputs, undo} = expose(model, tensors)

@@ -389,8 +389,6 @@ export async function gptqPack(weights: Float32Array, k: number, n: number, fact
   const w = new Float32Array(k * n)
   for (let i = 0; i < k; i++) w.set(weights.subarray(order[i]! * n, (order[i]! + 1) * n), i * n)
   const target = Float64Array.from(w)
-  const colScale = new Float64Array(n)
-  const colZero = new Float64Array(n)
   const step = Math.max(GPTQ_BATCH, bs)
   const err = new Float64Array(step * n)
   for (let i1 = 0; i1 < k; i1 += step) {
@@ -399,14 +397,10 @@ export async function gptqPack(weights: Float32Array, k: number, n: number, fact
       const row = i * n
       // The parameters of the block this row belongs to in W's own order.
       const b = Math.floor(order[i]! / bs)
-      for (let col = 0; col < n; col++) {
-        colScale[col] = scales[col * nb + b]!
-        colZero[col] = zeros ? zeros[col * nb + b]! : 8
-      }
       const e = (i - i1) * n
       for (let col = 0; col < n; col++) {
-        const s = colScale[col]!
-        const z = colZero[col]!
+        const s = scales[col * nb + b]!
+        const z = zeros ? zeros[col * nb + b]! : 8
         const code = clamp(Math.round(target[row + col]! / s) + z, 0, 15)
         codes[col * k + order[i]!] = code
         err[e + col] = w[row + col]! - (code - z) * s
