@@ -100,14 +100,22 @@ function binaryScore(v: Float32Array, o: TaskOptions): number {
   return o.activation === 'sigmoid' ? sigmoid(s) : s
 }
 
+/** How a metric reads outputs: the task, the binary scoring options, and the split. */
+interface Scoring {
+  task: 'classification' | 'binary' | 'regression'
+  scoring: TaskOptions
+  threshold: number
+}
+
 /**
- * With no task given, one value per sample is a score, not classes (an arg-max over one value is
- * always 0): binary, split at 0.5 when the first batch's values are all probabilities, else at 0
- * (a logit). Undefined when the task stands as given.
+ * The scoring for outputs `width` values wide, `values` being the first batch's first values. As
+ * given, except that with no task given one value per sample is a score, not classes (an arg-max
+ * over one value is always 0): binary, split at 0.5 when the values are all probabilities, else at
+ * 0 (a logit).
  */
-function oneValueScoring(o: TaskOptions, width: number, values: ArrayLike<number>): {scoring: TaskOptions; threshold: number} | undefined {
-  if (o.task !== undefined || taskOf(o) !== 'classification' || width !== 1) return undefined
-  return {scoring: {...o, reduce: 'first', activation: 'none'}, threshold: scoreSplit(values)}
+function scoringOf(o: TaskOptions, width: number, values: ArrayLike<number>): Scoring {
+  if (o.task !== undefined || taskOf(o) !== 'classification' || width !== 1) return {task: taskOf(o), scoring: o, threshold: o.threshold ?? 0.5}
+  return {task: 'binary', scoring: {...o, reduce: 'first', activation: 'none'}, threshold: scoreSplit(values)}
 }
 
 /** Where a score splits: 0.5 when the values are all probabilities (in [0, 1]), else 0 (logits). */
@@ -147,10 +155,8 @@ function checkLabel(label: number, index: number, classes?: number): void {
  * MSE/MAE for regression). `prefix` names the results (`baseline.` for the baseline model's).
  */
 export function labelMetrics(wanted: string[], o: TaskOptions, side: 'outputs' | 'baseline', prefix = ''): Accumulator {
-  let task = taskOf(o)
-  let scoring = o
-  let threshold = o.threshold ?? 0.5
-  let decided = false
+  // Fixed on the first batch.
+  let how: Scoring | undefined
   const ks = wanted.flatMap((m) => (/^top\d+$/.test(m) ? [Number(m.slice(3))] : []))
   let n = 0
   let correct = 0
@@ -168,14 +174,13 @@ export function labelMetrics(wanted: string[], o: TaskOptions, side: 'outputs' |
       if (!b.labels) throw new KilnError(`metrics ${wanted.filter(needsLabels).join(', ')} need labels; the dataset has none`, {code: 'E_DATA_LABELS', tryMessage: 'Set `labels:` on the dataset, or ask only for metrics against a baseline (agreement, cosine).'})
       outputNames ??= o.outputs ?? [Object.keys(outs)[0]!]
       const r = rows(outs, outputNames, b.size)
-      if (!decided) {
-        decided = true
-        const one = oneValueScoring(o, r.width, Array.from({length: b.size}, (_, i) => r.at(i)[0]!))
-        if (one) ({scoring, threshold} = one), (task = 'binary')
+      if (!how) {
+        how = scoringOf(o, r.width, Array.from({length: b.size}, (_, i) => r.at(i)[0]!))
         // Binary options on another task would be read by nothing.
-        const unread = task === 'binary' ? [] : (['reduce', 'activation', 'positiveClass', 'threshold'] as const).filter((k) => o[k] !== undefined)
-        if (unread.length) throw new UsageError(`${unread.join(', ')} ${unread.length > 1 ? 'apply' : 'applies'} to binary tasks; this one is ${task}`, {code: 'E_EVAL_TASK', tryMessage: 'Set task: binary (--task binary), or drop them.'})
+        const unread = how.task === 'binary' ? [] : (['reduce', 'activation', 'positiveClass', 'threshold'] as const).filter((k) => o[k] !== undefined)
+        if (unread.length) throw new UsageError(`${unread.join(', ')} ${unread.length > 1 ? 'apply' : 'applies'} to binary tasks; this one is ${how.task}`, {code: 'E_EVAL_TASK', tryMessage: 'Set task: binary (--task binary), or drop them.'})
       }
+      const {task, scoring, threshold} = how
       for (let i = 0; i < b.size; i++) {
         const label = b.labels[i]!
         if (task === 'regression') {
@@ -220,6 +225,7 @@ export function labelMetrics(wanted: string[], o: TaskOptions, side: 'outputs' |
       const put = (k: string, v: number) => {
         if (wanted.includes(k)) out[prefix + k] = v
       }
+      const {task, threshold} = how ?? scoringOf(o, 0, [])
       if (task === 'regression') {
         put('mse', se / n)
         put('mae', ae / n)
@@ -228,10 +234,9 @@ export function labelMetrics(wanted: string[], o: TaskOptions, side: 'outputs' |
       put('accuracy', correct / n)
       for (const k of ks) out[`${prefix}top${k}`] = task === 'classification' ? topCorrect.get(k)! / n : correct / n
       if (task === 'binary') {
-        const th = threshold
         let tp = 0, fp = 0, fn = 0
         scores.forEach((s, i) => {
-          const p = s >= th
+          const p = s >= threshold
           if (p && positives[i]) tp++
           else if (p) fp++
           else if (positives[i]) fn++
@@ -270,10 +275,8 @@ export function labelMetrics(wanted: string[], o: TaskOptions, side: 'outputs' |
 
 /** Metrics of the model against the baseline model: agreement, cosine similarity, per-output error statistics. */
 export function baselineMetrics(wanted: string[], o: TaskOptions): Accumulator {
-  let task = taskOf(o)
-  let scoring = o
-  let threshold = o.threshold ?? 0.5
-  let decided = false
+  // Fixed on the first batch, from the baseline's values.
+  let how: Scoring | undefined
   let n = 0
   let agree = 0
   let cosSum = 0
@@ -288,12 +291,9 @@ export function baselineMetrics(wanted: string[], o: TaskOptions): Accumulator {
       outputNames ??= o.outputs ?? [Object.keys(b.outputs)[0]!]
       const r = rows(b.outputs, outputNames, b.size)
       const rb = rows(b.baseline, outputNames, b.size)
-      if (!decided) {
-        decided = true
-        // The baseline's values decide whether one value per sample is a probability or a logit.
-        const one = oneValueScoring(o, r.width, Array.from({length: b.size}, (_, i) => rb.at(i)[0]!))
-        if (one) ({scoring, threshold} = one), (task = 'binary')
-      }
+      // The baseline's values decide whether one value per sample is a probability or a logit.
+      how ??= scoringOf(o, r.width, Array.from({length: b.size}, (_, i) => rb.at(i)[0]!))
+      const {task, scoring, threshold} = how
       for (let i = 0; i < b.size; i++) {
         const v = r.at(i)
         const w = rb.at(i)
