@@ -16,7 +16,8 @@ import {execFileSync} from 'node:child_process'
 import * as fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import {quantizeModel} from '../src/compress/quant/index.js'
+import {describeComparison, quantizeModel} from '../src/compress/quant/index.js'
+import type {CalibrationMethod} from '../src/compress/quant/options.js'
 import type {QuantizeOptions} from '../src/compress/quant/index.js'
 import {cosine} from '../src/compress/quant/math.js'
 import {agreement, evaluate} from '../src/compress/quant/measure.js'
@@ -68,8 +69,8 @@ async function accuracyRow(label: string, model: string, opts: Omit<QuantizeOpti
   const batches = () => readBatches(test, {batchSize, inputs: undefined})
   const a = await evaluate(model, batches, profile)
   const b = await evaluate(file, batches, profile)
-  const row = {label, samples: a.samples, fp32: a.accuracy, int8: b.accuracy, drop: (a.accuracy ?? 0) - (b.accuracy ?? 0), agreement: agreement(a.predictions, b.predictions), fallback: r.fallback.length, seconds: r.seconds}
-  console.log(`${label}: fp32 ${pct(row.fp32)} → ${pct(row.int8)} (drop ${(row.drop * 100).toFixed(2)} points), agreement ${pct(row.agreement)}, ${row.fallback} fallback, quantized in ${row.seconds.toFixed(1)} s`)
+  const row = {label, samples: a.samples, fp32: a.accuracy, int8: b.accuracy, drop: (a.accuracy ?? 0) - (b.accuracy ?? 0), agreement: agreement(a.predictions, b.predictions), fallback: r.fallback.length, seconds: r.seconds, calibratedWith: r.calibration?.compared ? r.calibration.method : undefined}
+  console.log(`${label}: fp32 ${pct(row.fp32)} → ${pct(row.int8)} (drop ${(row.drop * 100).toFixed(2)} points), agreement ${pct(row.agreement)}, ${row.fallback} fallback, quantized in ${row.seconds.toFixed(1)} s${row.calibratedWith ? ` (${describeComparison(r.calibration!.compared!, row.calibratedWith as CalibrationMethod)})` : ''}`)
   return row
 }
 
@@ -89,8 +90,20 @@ results.blazeface = [
   await accuracyRow('BlazeFace static minmax', MODELS.blazeface, {mode: 'static', calibration: calibLfw, method: 'minmax'}, lfw),
   await accuracyRow('BlazeFace static percentile', MODELS.blazeface, {mode: 'static', calibration: calibLfw, method: 'percentile'}, lfw),
   await accuracyRow('BlazeFace static entropy', MODELS.blazeface, {mode: 'static', calibration: calibLfw, method: 'entropy'}, lfw),
+  await accuracyRow('BlazeFace static average', MODELS.blazeface, {mode: 'static', calibration: calibLfw, method: 'average'}, lfw),
   await accuracyRow('BlazeFace static accuracy-aware (0.5 pt on 40 held-out samples)', MODELS.blazeface, {mode: 'static', calibration: calibLfw, method: 'percentile', eval: {name: 'eval', path: lfwEval}, maxAccuracyDrop: 0.005}, lfw),
 ]
+// How much the result depends on which crops calibrate: four disjoint sets of 32 (16 faces, 16 not;
+// set 2 is the crops above). Sets 1 and 4 hold a black crop (non-faces 137 and 152), whose activations reach 20-40x the others'.
+const subsetRows = []
+for (let s = 1; s <= 4; s++) {
+  const file = out(`lfw-calib-${s}.npz`)
+  await writeLfwNpz(file, [...Array(32)].map((_, i) => (i < 16 ? i * 6 + s : 100 + (i - 16) * 6 + s)))
+  for (const method of [undefined, 'minmax', 'percentile', 'average'] as const) {
+    subsetRows.push({set: s, method: method ?? 'default', ...(await accuracyRow(`BlazeFace static ${method ?? 'default (minmax or average, whichever follows fp32 closer on the calibration crops)'}, calibration set ${s}`, MODELS.blazeface, {mode: 'static', calibration: {name: 'calib', path: file}, method}, lfw))})
+  }
+}
+results.blazefaceSubsets = subsetRows
 
 // 2. Accuracy: trained Fashion-MNIST models on the full test set.
 const trained = ensureTrainedModels()
@@ -167,7 +180,7 @@ for (const [label, model, mode, calibration] of [
   latency.push(row)
 }
 {
-  const r = await quantizeModel({input: MODELS.blazeface, output: out('bf.shipped.onnx'), mode: 'static', calibration: calibLfw, method: 'percentile', profile})
+  const r = await quantizeModel({input: MODELS.blazeface, output: out('bf.shipped.onnx'), mode: 'static', calibration: calibLfw, profile})
   console.log(`BlazeFace static, never-slower: ${r.message}; ${r.candidates.map((c) => `${c.name}: ${c.reason}`).join('; ')}`)
   latency.push({label: 'BlazeFace static', shipped: r.decision, candidates: r.candidates.map((c) => ({name: c.name, latency: c.latency, reason: c.reason}))})
 }
@@ -176,14 +189,14 @@ for (const [label, model, mode, calibration] of [
 for (const key of ['sileroV5', 'sileroLegacy'] as const) {
   const cal = await sileroStream(key, ['cards-001.wav', 'cards-002.wav'], 1000, out(`${key}-cal.npz`))
   const held = await sileroStream(key, ['cards-003.wav', 'cards-004.wav', 'cards-005.wav'], 1000, out(`${key}-held.npz`))
-  for (const method of ['minmax', 'entropy'] as const) {
-    const raw = out(`${key}.${method}.onnx`)
+  for (const method of [undefined, 'minmax', 'entropy'] as const) {
+    const raw = out(`${key}.${method ?? 'default'}.onnx`)
     const r = await quantizeModel({input: MODELS[key], output: raw, mode: 'static', method, calibration: {name: 'speech', path: cal.npz}, profile, neverSlower: false})
     const {agreement: agree, meanAbsError} = await sileroAgreement(raw, held)
     const feeds = held.feeds[0]!
     const ab = await benchmarkAB({baseline: MODELS[key], candidate: raw}, {...profile, batch: [1]}, {rounds: quick ? 6 : 12, iterations: quick ? 100 : 400, compressedSize: false, feeds: () => feeds})
     const c = ab.comparisons[0]!
-    const row = {label: `${key} static ${method}`, chunks: held.feeds.length, agreement: agree, meanAbsError, quantizedNodes: r.quantizedNodes, speedup: c.speedup, low: c.low, high: c.high}
+    const row = {label: `${key} static ${method ?? `default (kept ${r.calibration!.method})`}`, chunks: held.feeds.length, agreement: agree, meanAbsError, quantizedNodes: r.quantizedNodes, speedup: c.speedup, low: c.low, high: c.high}
     console.log(`${row.label}: ${JSON.stringify(r.quantizedNodes)} in ${r.seconds.toFixed(1)} s; speech/no-speech agreement with fp32 ${pct(row.agreement)} on ${row.chunks} held-out chunks, mean |Δp| ${row.meanAbsError.toFixed(4)}; batch 1 ${c.speedup.toFixed(2)}× [${c.low.toFixed(2)}–${c.high.toFixed(2)}]`)
     latency.push(row)
   }

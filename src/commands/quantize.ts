@@ -2,6 +2,8 @@ import {Args, Flags} from '@oclif/core'
 import path from 'node:path'
 import {KilnCommand} from '../cli/base-command.js'
 import type {QuantizeReport} from '../compress/quant/index.js'
+import {CALIBRATION_METHODS} from '../compress/quant/options.js'
+import type {CalibrationMethod} from '../compress/quant/options.js'
 import {UsageError} from '../errors.js'
 import {getProfile} from '../runtime/profiles.js'
 import type {DatasetSpec} from '../stages/types.js'
@@ -28,7 +30,7 @@ export default class Quantize extends KilnCommand {
     output: Flags.string({char: 'o', description: 'Output ONNX model path.', required: true}),
     mode: Flags.string({description: 'Quantization mode.', options: ['dynamic', 'static', 'fp16', 'int4'], required: true}),
     calibration: Flags.string({description: 'Calibration data (.npz whose arrays are named after the model inputs) for static mode and int4 GPTQ.'}),
-    method: Flags.string({description: 'Calibration method (static; default minmax).', options: ['minmax', 'percentile', 'entropy']}),
+    method: Flags.string({description: 'Calibration method (static; default minmax). average: each sample\'s own range, averaged, so that a few extreme samples do not set it.', options: [...CALIBRATION_METHODS]}),
     percentile: Flags.string({description: 'Percentile of |x| kept by --method percentile (default 99.999).'}),
     'per-channel': Flags.boolean({description: 'Per-channel weights (static, dynamic; default on).', allowNo: true}),
     activations: Flags.string({description: 'Activation type for static mode (default uint8: U8S8).', options: ['uint8', 'int8']}),
@@ -57,13 +59,13 @@ export default class Quantize extends KilnCommand {
     if (flags.mode === 'static' && !flags.calibration) throw new UsageError('--mode static needs --calibration DATA.npz', {tryMessage: 'Give 100–500 representative samples, or use --mode dynamic.'})
     if (flags.mode === 'int4' && flags.algorithm === 'gptq' && !flags.calibration) throw new UsageError('--algorithm gptq needs --calibration DATA.npz', {tryMessage: 'Give a few hundred representative samples, or use --algorithm rtn or hqq, which need no data.'})
     if (flags['max-accuracy-drop'] !== undefined && !flags.eval) throw new UsageError('--max-accuracy-drop needs --eval DATA.npz')
-    const {quantizeModel} = await import('../compress/quant/index.js')
+    const {describeComparison, quantizeModel} = await import('../compress/quant/index.js')
     const report = await quantizeModel({
       input: path.resolve(args.model),
       output: path.resolve(flags.output),
       mode: flags.mode as QuantizeReport['mode'],
       calibration: flags.calibration ? datasetFromPath(flags.calibration) : undefined,
-      method: flags.method as 'minmax',
+      method: flags.method as CalibrationMethod | undefined,
       percentile: num('percentile', flags.percentile, 50, 100),
       perChannel: flags['per-channel'],
       activations: flags.activations as 'uint8' | undefined,
@@ -97,6 +99,8 @@ export default class Quantize extends KilnCommand {
       const worst = (report.sensitivity ?? []).slice(0, Math.min(3, report.fallback.length)).map((r) => `${r.node} (${r.sqnrDb.toFixed(1)} dB alone)`)
       this.say(`kept in float for accuracy: ${report.fallback.length}${worst.length ? `, the most harmful ${worst.join(', ')}` : ''} (see --json for the sensitivity table)`)
     }
+    // (With --verbose the library's log has said it already.)
+    if (report.calibration?.compared && !flags.verbose) this.say(`calibration: ${describeComparison(report.calibration.compared, report.calibration.method as CalibrationMethod)}`)
     if (report.calibrationCheck) {
       const c = report.calibrationCheck
       this.say(`against the float model on ${c.samples} calibration samples: ${(c.agreement * 100).toFixed(1)}% agreement, output SQNR ${c.sqnrDb.toFixed(1)} dB`)

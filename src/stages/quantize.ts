@@ -1,6 +1,7 @@
 import path from 'node:path'
 import {z} from 'zod'
-import {misappliedOptions} from '../compress/quant/options.js'
+import {CALIBRATION_METHODS, misappliedOptions} from '../compress/quant/options.js'
+import type {CalibrationMethod} from '../compress/quant/options.js'
 import {defineStage} from './types.js'
 
 const datasetRef = z.string().min(1)
@@ -9,10 +10,10 @@ const schema = z.strictObject({
   mode: z.enum(['dynamic', 'static', 'fp16', 'int4']).describe('`dynamic` (int8 weights, run-time activations), `static` (QDQ, calibrated), `fp16`, or `int4` (MatMulNBits). A key that the mode does not read is refused.'),
   calibration: z
     .union([
-      datasetRef.transform((dataset): {dataset: string; method?: 'minmax' | 'percentile' | 'entropy'; percentile?: number} => ({dataset})),
+      datasetRef.transform((dataset): {dataset: string; method?: CalibrationMethod; percentile?: number} => ({dataset})),
       z.strictObject({
         dataset: datasetRef,
-        method: z.enum(['minmax', 'percentile', 'entropy']).optional().describe('`minmax` (default), `percentile` or `entropy` (KL divergence).'),
+        method: z.enum(CALIBRATION_METHODS).optional().describe('`minmax` (default), `percentile`, `entropy` (KL divergence) or `average` (each sample\'s own range, averaged, so that a few extreme samples do not set it).'),
         percentile: z.number().gt(50).max(100).optional().describe('Percentile of |x| kept by `percentile`. Default 99.999.'),
       }),
     ])

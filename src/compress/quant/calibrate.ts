@@ -10,8 +10,9 @@ import type {Batch} from '../../data/dataset.js'
 import type * as Ort from 'onnxruntime-node'
 import {toFeeds} from '../../runtime/ort.js'
 import {exposedSession, producersOf} from './graph-util.js'
+import type {CalibrationMethod} from './options.js'
 
-export type CalibrationMethod = 'minmax' | 'percentile' | 'entropy'
+export type {CalibrationMethod} from './options.js'
 
 const BINS = 2048
 
@@ -27,8 +28,19 @@ export class TensorStats {
 
   /** Values seen so far. */
   count = 0
+  /** Sums of each sample's own minimum and maximum, and how many ranges they add up. */
+  sampleMinSum = 0
+  sampleMaxSum = 0
+  samples = 0
+  /** The sample reaching furthest from zero: its index in the calibration data and its own range. */
+  peak?: {sample: number; min: number; max: number}
 
-  add(data: Float32Array, dims?: readonly number[]): void {
+  /**
+   * Add a batch's values. With `batch` (where its samples start in the data, and how many it
+   * holds) and a first axis of that many, each sample's own range counts too (method `average`);
+   * otherwise the batch's range counts as one.
+   */
+  add(data: Float32Array, dims?: readonly number[], batch?: {offset: number; size: number}): void {
     if (data.length === 0) return
     this.count += data.length
     if (dims) this.dims = [...dims]
@@ -45,6 +57,7 @@ export class TensorStats {
     }
     this.min = lo
     this.max = hi
+    this.addSamples(data, dims, batch)
     if (!Number.isFinite(amax)) return
     if (amax > this.edge) this.widen(amax)
     const edge = this.edge
@@ -60,6 +73,31 @@ export class TensorStats {
       const b = Math.min(BINS - 1, Math.floor(a * k))
       if (b >= 0) h[b]!++
     }
+  }
+
+  private addSamples(data: Float32Array, dims?: readonly number[], batch?: {offset: number; size: number}): void {
+    const n = batch && dims?.[0] === batch.size && batch.size > 0 ? batch.size : 1
+    const per = data.length / n
+    for (let s = 0; s < n; s++) {
+      let lo = Number.POSITIVE_INFINITY
+      let hi = Number.NEGATIVE_INFINITY
+      for (let i = s * per; i < (s + 1) * per; i++) {
+        const v = data[i]!
+        if (v < lo) lo = v
+        if (v > hi) hi = v
+      }
+      if (!Number.isFinite(lo) || !Number.isFinite(hi)) continue
+      this.sampleMinSum += lo
+      this.sampleMaxSum += hi
+      this.samples++
+      if (!this.peak || Math.max(-lo, hi) > Math.max(-this.peak.min, this.peak.max)) this.peak = {sample: (batch?.offset ?? 0) + (n > 1 ? s : 0), min: lo, max: hi}
+    }
+  }
+
+  /** The typical sample's range: each sample's own minimum and maximum, averaged (zero included). */
+  averageRange(): {min: number; max: number} {
+    if (this.samples === 0) return {min: Math.min(0, this.min), max: Math.max(0, this.max)}
+    return {min: Math.min(0, this.sampleMinSum / this.samples), max: Math.max(0, this.sampleMaxSum / this.samples)}
   }
 
   private widen(amax: number): void {
@@ -78,6 +116,7 @@ export class TensorStats {
   /** The range to quantize to, by method. Clipped methods never widen past the observed min/max. */
   range(method: CalibrationMethod, percentile = 99.999): {min: number; max: number} {
     if (!Number.isFinite(this.min)) return {min: 0, max: 0}
+    if (method === 'average') return this.averageRange()
     if (method === 'minmax' || this.edge === 0) return {min: this.min, max: this.max}
     const t = method === 'percentile' ? this.percentileThreshold(percentile) : this.entropyThreshold()
     return {min: Math.max(this.min, -t), max: Math.min(this.max, t)}
@@ -159,7 +198,8 @@ function klDivergence(p: Float64Array, q: Float64Array): number {
 
 /** What calibration gathers for one tensor, batch by batch. */
 export interface Accumulator {
-  add(data: Float32Array, dims: readonly number[]): void | Promise<void>
+  /** `batch`: where the batch's samples start in the data, and how many it holds. */
+  add(data: Float32Array, dims: readonly number[], batch: {offset: number; size: number}): void | Promise<void>
 }
 
 export interface CalibrationResult<S extends Accumulator = TensorStats> {
@@ -205,7 +245,7 @@ export class CalibrationRun {
       const out = await this.session.run(await toFeeds(batch.inputs), fetch)
       for (const name of wanted) {
         const v = out[this.outputs.get(name)!]
-        if (v && v.type === 'float32') await stats.get(name)!.add(v.data as Float32Array, v.dims)
+        if (v && v.type === 'float32') await stats.get(name)!.add(v.data as Float32Array, v.dims, {offset: samples, size: batch.size})
       }
       for (const v of Object.values(out)) v.dispose?.()
       samples += batch.size

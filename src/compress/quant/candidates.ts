@@ -21,7 +21,8 @@ export interface ModeContext {
   exclude: string[]
   perChannel: boolean
   activations: IntType
-  symmetric?: boolean
+  /** Symmetric activations (static) or symmetric weights (int4), resolved: int4 defaults to true, static to false. */
+  symmetric: boolean
   reduceRange: boolean
   blockSize: number
   algorithm: Int4Algorithm
@@ -93,7 +94,7 @@ export function buildCandidate(model: ModelProto, ctx: ModeContext, cfg: BuildCo
   const record = (n: NodeProto) => units.push({key: nodeLabel(n), node: nodeLabel(n), opType: n.opType, ref: n.output[0]!, test: n.output[0]!})
   if (ctx.mode === 'static') {
     const opts = {
-      perChannel: ctx.perChannel, activations: ctx.activations, symmetricActivations: !!ctx.symmetric, reduceRange: ctx.reduceRange, excluded,
+      perChannel: ctx.perChannel, activations: ctx.activations, symmetricActivations: ctx.symmetric, reduceRange: ctx.reduceRange, excluded,
       weightedOps: cfg.mix.ops ? new Set(cfg.mix.ops) : undefined, quantizeArith: cfg.mix.arith !== false, keepFloat: cfg.mix.keepFloat, fallback: cfg.extraExcluded,
     }
     const plan = planStatic(model, ctx.meta!, opts)
@@ -123,7 +124,7 @@ export function buildCandidate(model: ModelProto, ctx: ModeContext, cfg: BuildCo
   if (ctx.mode === 'int4') {
     const targets: NodeProto[] = []
     for (const {node} of allNodes(model)) if ((node.opType === 'MatMul' || node.opType === 'Gemm') && node.domain === '') targets.push(node)
-    const r = quantizeInt4(model, {blockSize: ctx.blockSize, symmetric: ctx.symmetric ?? true, algorithm: ctx.algorithm, accuracyLevel: ctx.accuracyLevel, excluded, packed: ctx.int4Packed})
+    const r = quantizeInt4(model, {blockSize: ctx.blockSize, symmetric: ctx.symmetric, algorithm: ctx.algorithm, accuracyLevel: ctx.accuracyLevel, excluded, packed: ctx.int4Packed})
     const left = new Set(r.leftFloat.map((f) => f.node))
     for (const n of targets) if (!left.has(nodeLabel(n))) record(n)
     return {model, quantizedNodes: r.quantizedNodes, leftFloat: r.leftFloat, units}

@@ -113,7 +113,16 @@ export interface QuantizeReport {
   quantizedNodes: Record<string, number>
   leftFloat: FloatNode[]
   settings: Record<string, unknown>
-  calibration?: {dataset: string; samples: number; batches: number; method: CalibrationMethod | 'gptq'; percentile?: number; seconds: number}
+  calibration?: {
+    dataset: string
+    samples: number
+    batches: number
+    method: CalibrationMethod | 'gptq'
+    percentile?: number
+    seconds: number
+    /** No method chosen: min/max and per-sample-average ranges, each checked on the calibration samples; the closer one is kept. */
+    compared?: CalibrationCheck[]
+  }
   candidates: CandidateReport[]
   chosen?: string
   accuracy?: {samples: number; fp32?: number; quantized?: number; drop?: number; agreement: number; maxDrop?: number}
@@ -177,18 +186,21 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
 
   const reduceRange = !cpu.vnni && cpu.x86
   const ctx: ModeContext = {
-    mode: opts.mode, exclude: opts.exclude ?? [], perChannel: opts.perChannel ?? true, activations, symmetric: opts.symmetric,
+    mode: opts.mode, exclude: opts.exclude ?? [], perChannel: opts.perChannel ?? true, activations,
+    // Symmetric weights by default for int4; asymmetric activations by default for static.
+    symmetric: opts.symmetric ?? opts.mode === 'int4',
     reduceRange, blockSize: opts.blockSize ?? 32, algorithm: opts.algorithm ?? 'rtn', accuracyLevel: opts.accuracyLevel ?? 4,
     keepIOTypes: opts.keepIOTypes ?? true, blockList: opts.blockList,
   }
   Object.assign(settings, {perChannel: ctx.perChannel, reduceRange})
-  if (opts.mode === 'static') Object.assign(settings, {activations, symmetricActivations: !!opts.symmetric, method: opts.method ?? 'minmax'})
-  if (opts.mode === 'int4') Object.assign(settings, {blockSize: ctx.blockSize, algorithm: ctx.algorithm, symmetric: opts.symmetric ?? true, accuracyLevel: ctx.accuracyLevel})
+  if (opts.mode === 'static') Object.assign(settings, {activations, symmetricActivations: ctx.symmetric, method: opts.method ?? 'minmax'})
+  if (opts.mode === 'int4') Object.assign(settings, {blockSize: ctx.blockSize, algorithm: ctx.algorithm, symmetric: ctx.symmetric, accuracyLevel: ctx.accuracyLevel})
 
   // Calibration and evaluation are done with each batch before they ask for the next: its memory is recycled.
   const batchesOf = (spec: DatasetSpec, size = batchSize) => () => readBatches(spec, {batchSize: size, inputs, signal: opts.signal, reuse: true})
 
   let calibrationStats: Map<string, TensorStats> | undefined
+  let rangesBy: ((method: CalibrationMethod) => Map<string, {min: number; max: number}>) | undefined
   let weightedPlanned: NodeProto[] = []
   if (opts.mode === 'static') {
     if (!opts.calibration) {
@@ -205,7 +217,8 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     calibrationStats = cal.stats
     const answers = answerTensors(work)
     // A tensor calibration never saw (an If branch no sample took) gets no range: its node stays float.
-    ctx.ranges = new Map([...cal.stats].filter(([, s]) => s.count > 0).map(([k, s]) => [k, s.range(answers.has(k) ? 'minmax' : method, opts.percentile)]))
+    rangesBy = (m) => new Map([...cal.stats].filter(([, s]) => s.count > 0).map(([k, s]) => [k, s.range(answers.has(k) ? 'minmax' : m, opts.percentile)]))
+    ctx.ranges = rangesBy(method)
     ctx.meta = meta
     report.calibration = {dataset: opts.calibration.name, samples: cal.samples, batches: cal.batches, method, percentile: method === 'percentile' ? (opts.percentile ?? 99.999) : undefined, seconds: (performance.now() - t) / 1000}
   }
@@ -216,7 +229,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     }
     const t = performance.now()
     const g = await dataContext('calibration', () =>
-      gptqBlocks(work, {blockSize: ctx.blockSize, symmetric: opts.symmetric ?? true, excluded: makeExcluder(ctx.exclude)}, batchesOf(opts.calibration!), {threads: opts.profile.threads, signal: opts.signal, progress}),
+      gptqBlocks(work, {blockSize: ctx.blockSize, symmetric: ctx.symmetric, excluded: makeExcluder(ctx.exclude)}, batchesOf(opts.calibration!), {threads: opts.profile.threads, signal: opts.signal, progress}),
     )
     ctx.int4Packed = g.packed
     if (g.unseen.length > 0) log(`GPTQ had no input statistics for ${g.unseen.length} MatMul(s) (the calibration data never reached them, or their inputs were always zero); rounded to nearest instead: ${g.unseen.slice(0, 5).join(', ')}${g.unseen.length > 5 ? ', …' : ''}`)
@@ -229,13 +242,58 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   const timing = measureSpeed ? await timingInputs(timingBatches(opts.profile, fixedBatch), opts.calibration ?? opts.eval, inputs, opts.signal) : new Map<number, TimingInput>()
   const batches = [...timing.keys()]
 
+  let detached = false
+  const build = (cfg: BuildConfig, inPlace: boolean): Built => {
+    if (!detached && !inPlace) (detachTensors(work), (detached = true))
+    return buildCandidate(inPlace ? work : clone(ModelProtoSchema, work), ctx, cfg)
+  }
+
+  // Static: the quantized model against the float one on (up to 64) calibration samples. With no
+  // method chosen, min/max ranges and each sample's own range averaged are both tried, and the
+  // model that follows the float one closer is kept: min/max suits most data, but a few samples
+  // unlike the rest (a blank image) stretch its ranges until the typical sample has a handful of
+  // int8 steps. Without an accuracy target, a collapsed model is never shipped.
+  let checked: {method: CalibrationMethod; ranges: Map<string, {min: number; max: number}>; built: Built; check: CalibrationCheck} | undefined
+  if (opts.mode === 'static' && (!accuracyAware || opts.method === undefined)) {
+    progress('checking the quantized model against the float one')
+    const sample: Batch[] = []
+    for await (const b of readBatches({...opts.calibration!, limit: Math.min(opts.calibration!.limit ?? Infinity, 64)}, {batchSize, inputs, signal: opts.signal})) sample.push(b)
+    const reference = await referenceOutputs(opts.input, sample, opts.profile)
+    const attempt = async (method: CalibrationMethod) => {
+      const ranges = (ctx.ranges = rangesBy!(method))
+      const built = build({mix: mixes[0]!, extraExcluded: new Set()}, false)
+      const r = await outputAgreement(reference, modelToBytes(built.model), sample, opts.profile)
+      return {method, ranges, built, check: {method, samples: r.samples, agreement: r.agreement, sqnrDb: Math.round(r.sqnrDb * 100) / 100}}
+    }
+    const tried = [await attempt(opts.method ?? 'minmax')]
+    if (opts.method === undefined) tried.push(await attempt('average'))
+    // A collapsed model loses to one that is not; otherwise the higher output SQNR wins (min/max on a tie).
+    const score = (c: CalibrationCheck) => (collapsing(c) ? -1e9 : 0) + c.sqnrDb
+    checked = tried.reduce((a, b) => (score(b.check) > score(a.check) ? b : a))
+    ctx.ranges = checked.ranges
+    if (tried.length > 1) {
+      report.calibration!.compared = tried.map((t) => t.check)
+      report.calibration!.method = checked.method
+      report.settings.method = checked.method
+      log(`calibration: ${describeComparison(report.calibration!.compared, checked.method)}`)
+    }
+    const {samples, agreement: agree, sqnrDb} = checked.check
+    report.calibrationCheck = {samples, agreement: agree, sqnrDb}
+    if (!accuracyAware && collapsing(checked.check)) {
+      const minmax = tried.find((t) => t.method === 'minmax')
+      // The diagnosis speaks of the ranges the user asked for, or of min/max when none was asked.
+      const told = opts.method ? checked : (minmax ?? checked)
+      throw collapsed(told.check, {...opts, method: told.method}, work, told.ranges, calibrationStats)
+    }
+  }
+
   // Static, hardware-aware: time every weighted op alone in float and int8 on the profile; when
   // some lose, a candidate keeps just those in float (the whole-model A/B below still decides).
   if (opts.mode === 'static' && measureSpeed && weightedPlanned.length <= MAX_TIMED_NODES) {
     progress('timing each weighted op in float and int8')
     const seen = new Map([...(calibrationStats ?? [])].map(([k, st]) => [k, st.dims]))
     const timings = await timeNodes(work, weightedPlanned, ctx.meta!, seen, ctx.ranges!, {
-      batches, profile: opts.profile, activations, symmetric: !!opts.symmetric, reduceRange, signal: opts.signal,
+      batches, profile: opts.profile, activations, symmetric: ctx.symmetric, reduceRange, signal: opts.signal,
     })
     report.nodeTimings = timings.map((t) => ({...t, floatUs: Math.round(t.floatUs), int8Us: Math.round(t.int8Us)}))
     const losers = timings.filter((t) => t.int8Us > t.floatUs * GAIN_THRESHOLD)
@@ -244,12 +302,6 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       mixes.splice(1, 0, {name: 'only the ops that gain', arith: true, keepFloat: new Map(losers.map((t) => [t.node, why(t)]))})
     }
   }
-  let detached = false
-  const build = (cfg: BuildConfig, inPlace: boolean): Built => {
-    if (!detached && !inPlace) (detachTensors(work), (detached = true))
-    return buildCandidate(inPlace ? work : clone(ModelProtoSchema, work), ctx, cfg)
-  }
-
   // Accuracy: baseline predictions once, then each candidate against them.
   let fp32Eval: Awaited<ReturnType<typeof evaluate>> | undefined
   if (opts.eval) {
@@ -323,24 +375,11 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     }
   }
 
-  // Static without an accuracy target: still never ship a collapsed model. The calibration samples
-  // the ranges came from must come out of the quantized model much as they do from the float one.
-  let checked: Built | undefined
-  if (opts.mode === 'static' && !accuracyAware) {
-    progress('checking the quantized model against the float one')
-    const built = (checked = build({mix: mixes[0]!, extraExcluded}, false))
-    const sample: Batch[] = []
-    for await (const b of readBatches({...opts.calibration!, limit: Math.min(opts.calibration!.limit ?? Infinity, 64)}, {batchSize, inputs, signal: opts.signal})) sample.push(b)
-    const check = await outputAgreement(opts.input, modelToBytes(built.model), sample, opts.profile)
-    report.calibrationCheck = {samples: check.samples, agreement: check.agreement, sqnrDb: Math.round(check.sqnrDb * 100) / 100}
-    if (check.agreement < COLLAPSE_AGREEMENT && check.sqnrDb < COLLAPSE_SQNR_DB) throw collapsed(check, opts, work, ctx.ranges!, calibrationStats)
-  }
-
   // Candidates: each mix built, checked for accuracy, timed against the input.
   let best: {built: Built; bytes: Uint8Array; score: number; name: string} | undefined
   for (const mix of mixes) {
     // The first mix was built already for the check above; the same build serves here.
-    const built = mix === mixes[0] && checked ? checked : build({mix, extraExcluded}, mixes.length === 1 && !accuracyAware)
+    const built = mix === mixes[0] && checked && !accuracyAware ? checked.built : build({mix, extraExcluded}, mixes.length === 1 && !accuracyAware)
     if (mixes.length === 1) detachTensors(built.model)
     const cand: CandidateReport = {name: mix.name, quantizedNodes: built.quantizedNodes, accepted: false, reason: ''}
     report.candidates.push(cand)
@@ -433,7 +472,7 @@ async function dataContext<T>(role: 'calibration' | 'evaluation', fn: () => Prom
 }
 
 function staticOpts(ctx: ModeContext, excluded: (n: NodeProto) => boolean) {
-  return {perChannel: ctx.perChannel, activations: ctx.activations, symmetricActivations: !!ctx.symmetric, reduceRange: ctx.reduceRange, excluded}
+  return {perChannel: ctx.perChannel, activations: ctx.activations, symmetricActivations: ctx.symmetric, reduceRange: ctx.reduceRange, excluded}
 }
 
 /** Accuracy-aware mode measures at most this many units alone (each is one build and one run of the sample), */
@@ -447,6 +486,27 @@ const GAIN_THRESHOLD = 0.9
 /** A quantized model this far from the float one on its own calibration data has collapsed. */
 const COLLAPSE_AGREEMENT = 0.8
 const COLLAPSE_SQNR_DB = 20
+
+/** A static model checked against the float one on calibration samples. */
+export interface CalibrationCheck {
+  method: CalibrationMethod
+  samples: number
+  agreement: number
+  sqnrDb: number
+}
+
+/** Too far from the float model to ship: most predictions changed and the outputs mostly noise. */
+function collapsing(c: {agreement: number; sqnrDb: number}): boolean {
+  return c.agreement < COLLAPSE_AGREEMENT && c.sqnrDb < COLLAPSE_SQNR_DB
+}
+
+/** Why one calibration method was kept over the other, in one line. */
+export function describeComparison(compared: CalibrationCheck[], kept: CalibrationMethod): string {
+  const k = compared.find((c) => c.method === kept)!
+  const others = compared.filter((c) => c.method !== kept)
+  const pct = (x: number) => `${(x * 100).toFixed(1)}%`
+  return `${kept} ranges kept over ${others.map((o) => o.method).join(', ')}: output SQNR ${k.sqnrDb.toFixed(1)} dB vs ${others.map((o) => `${o.sqnrDb.toFixed(1)} dB${collapsing(o) ? ' (collapsed)' : ''}`).join(', ')}, agreement ${pct(k.agreement)} vs ${others.map((o) => pct(o.agreement)).join(', ')} on ${k.samples} calibration samples`
+}
 
 /**
  * The error for a collapsed static model, with what likely did it: with a clipping method, the
@@ -470,17 +530,47 @@ function collapsed(check: {samples: number; agreement: number; sqnrDb: number}, 
     return p ? `${p.opType} ${p.name || t}` : t
   }
   const clip = clipped.slice(0, 3).map((c) => `${where(c.name)}: seen [${c.st.min.toPrecision(3)}, ${c.st.max.toPrecision(3)}], kept [${c.r.min.toPrecision(3)}, ${c.r.max.toPrecision(3)}]`)
-  const why =
-    method !== 'minmax' && clipped.length
+  const clipping =
+    method !== 'minmax' && method !== 'average' && clipped.length
       ? ` The ${method} method clipped ${clipped.length} activation range${clipped.length > 1 ? 's' : ''} to less than 2/3 of what the data reaches; the most: ${clip.join('; ')}.`
       : ''
+  const outliers = method === 'average' ? undefined : outlyingSamples(stats, ranges)
+  const span = (r: {min: number; max: number}) => `[${r.min.toPrecision(3)}, ${r.max.toPrecision(3)}]`
+  const stretched = outliers
+    ? ` A few calibration samples set ${outliers.tensors.length} activation range${outliers.tensors.length > 1 ? 's' : ''} at more than ${OUTLIER_RATIO}× what the typical sample reaches, most often sample${outliers.samples.length > 1 ? 's' : ''} ${outliers.samples.join(', ')} (in the order read, from 0); the most: ${outliers.tensors
+        .slice(0, 3)
+        .map((c) => `${where(c.name)}: the average sample reaches ${span(c.st.averageRange())}, sample ${c.st.peak!.sample} ${span(c.st.peak!)}`)
+        .join('; ')}.`
+    : ''
+  const why = clipping + stretched
   return new KilnError(
     `static int8 quantization collapsed: on ${check.samples} calibration samples the quantized model agrees with the float one on ${(check.agreement * 100).toFixed(1)}% of predictions (output SQNR ${check.sqnrDb.toFixed(1)} dB).${why}`,
     {
       code: 'E_QUANT_COLLAPSE',
-      tryMessage: `${method !== 'minmax' ? 'Calibrate with --method minmax or --method percentile (or a higher --percentile). ' : ''}${opts.perChannel === false ? 'Use per-channel weights (drop --no-per-channel). ' : ''}Or give --eval DATA with --max-accuracy-drop X, so that the most sensitive nodes fall back to float until the drop holds.`,
+      tryMessage: `${outliers ? "Calibrate with --method average (each sample's own range, averaged), or leave those samples out of the calibration data. " : method !== 'minmax' ? 'Calibrate with --method minmax or --method percentile (or a higher --percentile). ' : ''}${opts.perChannel === false ? 'Use per-channel weights (drop --no-per-channel). ' : ''}Or give --eval DATA with --max-accuracy-drop X, so that the most sensitive nodes fall back to float until the drop holds.`,
     },
   )
+}
+
+/** How far past the typical sample's range a range must reach to count as set by a few samples. */
+const OUTLIER_RATIO = 4
+
+/**
+ * Activation ranges that a few samples stretched far past what the typical sample reaches (a blank
+ * image among photos), with the samples that did it most often. Undefined when there are none.
+ */
+function outlyingSamples(stats: Map<string, TensorStats> | undefined, ranges: Map<string, {min: number; max: number}>): {tensors: {name: string; st: TensorStats}[]; samples: number[]} | undefined {
+  const reach = (r: {min: number; max: number}) => Math.max(Math.abs(r.min), Math.abs(r.max))
+  const tensors = [...(stats ?? [])]
+    .filter(([name, st]) => st.peak && st.samples > 1 && ranges.has(name))
+    .map(([name, st]) => ({name, st, ratio: reach(ranges.get(name)!) / Math.max(1e-12, reach(st.averageRange()))}))
+    .filter((c) => c.ratio > OUTLIER_RATIO)
+    .sort((a, b) => b.ratio - a.ratio)
+  if (!tensors.length) return undefined
+  const counts = new Map<number, number>()
+  for (const c of tensors) counts.set(c.st.peak!.sample, (counts.get(c.st.peak!.sample) ?? 0) + 1)
+  const samples = [...counts].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([k]) => k)
+  return {tensors, samples}
 }
 
 function noQuantizableOps(model: ModelProto, mode: QuantizeMode): KilnError {

@@ -5,6 +5,14 @@
  */
 export type QuantizeMode = 'dynamic' | 'static' | 'fp16' | 'int4'
 
+/**
+ * How static calibration turns what the data reaches into a range: the whole range (`minmax`), a
+ * percentile of |x|, the KL-optimal clip (`entropy`), or each sample's own range averaged
+ * (`average`), which a few extreme samples (a blank image) cannot stretch.
+ */
+export const CALIBRATION_METHODS = ['minmax', 'percentile', 'entropy', 'average'] as const
+export type CalibrationMethod = (typeof CALIBRATION_METHODS)[number]
+
 interface Applicability {
   modes: readonly QuantizeMode[]
   /** The terminal flag, for messages. */

@@ -126,6 +126,37 @@ describe('static QDQ on BlazeFace with LFW', () => {
     expect(ok.calibrationCheck!.agreement).toBeGreaterThanOrEqual(0.9)
   })
 
+  it('does not let a blank calibration image set the ranges: minmax is refused naming it, the default averages', async () => {
+    // LFW non-face 152 is a black crop: deep in the net it reaches 20-40x what the other crops do.
+    const idx = [...calibIdx.slice(0, 9), 152, ...calibIdx.slice(9)]
+    const cal = path.join(dir, 'lfw-calib-blank.npz')
+    await writeLfwNpz(cal, idx)
+    const out = path.join(dir, 'blazeface.blank.onnx')
+    const e = await quantizeModel({input: MODELS.blazeface, output: out, mode: 'static', calibration: {name: 'calib', path: cal}, method: 'minmax', profile, neverSlower: false}).catch((error: unknown) => error as KilnError)
+    expect((e as KilnError).code).toBe('E_QUANT_COLLAPSE')
+    expect((e as KilnError).message).toMatch(/A few calibration samples set \d+ activation ranges at more than 4× what the typical sample reaches, most often sample 9 \(/)
+    expect((e as KilnError).message).toMatch(/the average sample reaches \[[-\d.]+, [\d.]+\], sample 9 \[[-\d.]+, [\d.e+]+\]/)
+    expect((e as KilnError).tryMessage).toMatch(/--method average/)
+    expect(fs.existsSync(out)).toBe(false)
+    // Without a method chosen, kiln tries both and keeps each sample's own range, averaged, saying why.
+    const r = await quantizeModel({input: MODELS.blazeface, output: out, mode: 'static', calibration: {name: 'calib', path: cal}, profile, neverSlower: false})
+    expect(r.calibration!.method).toBe('average')
+    const [minmax, average] = r.calibration!.compared!
+    expect(minmax!.method).toBe('minmax')
+    expect(minmax!.agreement).toBeLessThan(0.8)
+    expect(average!.method).toBe('average')
+    expect(average!.sqnrDb).toBeGreaterThan(minmax!.sqnrDb)
+    expect(r.calibrationCheck).toEqual({samples: 13, agreement: average!.agreement, sqnrDb: average!.sqnrDb})
+    expect(r.calibrationCheck!.agreement).toBeGreaterThanOrEqual(0.9)
+    const fp = await lfwAccuracy(MODELS.blazeface, holdIdx)
+    const q = await lfwAccuracy(out, holdIdx)
+    expect(fp.preds.filter((p, i) => p === q.preds[i]).length).toBeGreaterThanOrEqual(19)
+    // Asked for by name, average gives the same ranges.
+    const named = await quantizeModel({input: MODELS.blazeface, output: path.join(dir, 'blazeface.average.onnx'), mode: 'static', calibration: {name: 'calib', path: cal}, method: 'average', profile, neverSlower: false})
+    expect(named.calibration!.compared).toBeUndefined()
+    expect(fs.readFileSync(path.join(dir, 'blazeface.average.onnx')).equals(fs.readFileSync(out))).toBe(true)
+  })
+
   it('keeps the input, and says so, when int8 is not faster on the profile', async () => {
     const out = path.join(dir, 'blazeface.kept.onnx')
     const r = await quantizeModel({input: MODELS.blazeface, output: out, mode: 'dynamic', profile: {...profile, iterations: 20}})
@@ -144,6 +175,12 @@ describe('static QDQ on the trained Fashion-MNIST CNN', () => {
     const r = await quantizeModel({input: trained.cnn, output: out, mode: 'static', calibration: {name: 'calib', path: trained.calib}, profile, neverSlower: false})
     expect(r.preprocess!.foldedBatchNorm).toBeGreaterThan(0)
     expect(r.quantizedNodes.Conv).toBeGreaterThan(0)
+    // No method chosen: both tried; on these images min/max follows the float model closer and is kept.
+    const compared = r.calibration!.compared!
+    expect(compared.map((c) => c.method)).toEqual(['minmax', 'average'])
+    expect(compared[0]!.sqnrDb).toBeGreaterThan(compared[1]!.sqnrDb)
+    expect(r.calibration!.method).toBe('minmax')
+    expect(r.calibrationCheck!.sqnrDb).toBe(compared[0]!.sqnrDb)
     const test = {name: 'test', path: trained.test, limit: 500}
     const batches = () => readBatches(test, {batchSize: 100})
     const a = await evaluate(trained.cnn, batches, profile)
@@ -189,7 +226,7 @@ describe('hardware-aware static quantization', () => {
     const plan = planStatic(work, meta, opts)
     const inputs = [{name: 'input', type: 'float32', dims: ['N', 1, 28, 28] as (string | number)[]}]
     const cal = await calibrate(work, plan.calibrate, readBatches({name: 'calib', path: trained.calib, limit: 64}, {batchSize: 32, inputs}))
-    const ctx: ModeContext = {mode: 'static', exclude: [], perChannel: true, activations: 'uint8', reduceRange: false, blockSize: 32, algorithm: 'rtn', accuracyLevel: 4, keepIOTypes: true, meta}
+    const ctx: ModeContext = {mode: 'static', exclude: [], perChannel: true, activations: 'uint8', symmetric: false, reduceRange: false, blockSize: 32, algorithm: 'rtn', accuracyLevel: 4, keepIOTypes: true, meta}
     ctx.ranges = new Map([...cal.stats].map(([k, st]) => [k, st.range('minmax')]))
     const built = buildCandidate(work, ctx, {mix: {name: 'only the ops that gain', arith: true, keepFloat: new Map([['conv1', 'slower in int8']])}, extraExcluded: new Set()})
     expect(built.quantizedNodes.Conv).toBe(2)
@@ -349,7 +386,7 @@ describe('static QDQ inside If branches (Silero: weights in Constant nodes insid
     preprocessModel(work)
     upgradeOpset(work, 13)
     const meta = await inferTypes(work)
-    const ctx: ModeContext = {mode: 'static', exclude: [], perChannel: true, activations: 'uint8', reduceRange: false, blockSize: 32, algorithm: 'rtn', accuracyLevel: 4, keepIOTypes: true, meta}
+    const ctx: ModeContext = {mode: 'static', exclude: [], perChannel: true, activations: 'uint8', symmetric: false, reduceRange: false, blockSize: 32, algorithm: 'rtn', accuracyLevel: 4, keepIOTypes: true, meta}
     const plan = planStatic(work, meta, {perChannel: true, activations: 'uint8', symmetricActivations: false, reduceRange: false, excluded: () => false})
     ctx.ranges = new Map(plan.calibrate.map((t) => [t, {min: -1, max: 1}]))
     const built = buildCandidate(work, ctx, {mix: {name: 'weighted ops only', arith: false}, extraExcluded: new Set()})
@@ -388,6 +425,24 @@ describe('calibration statistics', () => {
     await s.release()
     const types = await inferTypes(m)
     expect(types.get(t16)?.type).toBe('float32')
+  })
+
+  it('average: each sample\'s own range, averaged, and the sample reaching furthest', () => {
+    const s = new TensorStats()
+    // Two batches of 3 samples × 4 values; sample 4 (second batch, middle) reaches 100.
+    s.add(Float32Array.from([0, 1, 2, 3, -1, 0, 1, 2, 0, 0, 0, 4]), [3, 4], {offset: 0, size: 3})
+    s.add(Float32Array.from([0, 1, 1, 2, -2, 100, 0, 0, 0, 1, 3, 2]), [3, 4], {offset: 3, size: 3})
+    expect(s.samples).toBe(6)
+    expect(s.range('minmax')).toEqual({min: -2, max: 100})
+    const r = s.range('average')
+    expect(r.min).toBeCloseTo(-3 / 6, 6)
+    expect(r.max).toBeCloseTo((3 + 2 + 4 + 2 + 100 + 3) / 6, 6)
+    expect(s.peak).toEqual({sample: 4, min: -2, max: 100})
+    // A tensor whose first axis is not the batch's (a reshape of it) counts the batch as one range.
+    const t = new TensorStats()
+    t.add(Float32Array.from([1, 2, 3, 4, 5, 6]), [6, 1], {offset: 0, size: 2})
+    expect(t.samples).toBe(1)
+    expect(t.range('average')).toEqual({min: 0, max: 6})
   })
 
   it('percentile and entropy clip rare outliers that min/max keeps', () => {
