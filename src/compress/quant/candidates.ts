@@ -13,7 +13,7 @@ import {nodeLabel} from './graph-util.js'
 import {quantizeInt4} from './int4.js'
 import type {Int4Algorithm, Packed} from './int4.js'
 import type {IntType} from './math.js'
-import {applyStatic, planStatic} from './static.js'
+import {applyStatic, flattenChannelsLast, planStatic} from './static.js'
 import type {FloatNode} from './static.js'
 
 export interface ModeContext {
@@ -103,6 +103,7 @@ export function buildCandidate(model: ModelProto, ctx: ModeContext, cfg: BuildCo
     for (const g of plan.graphs) for (const act of g.absorbed) producer.set(act.output[0]!, producer.get(act.input[0]!) ?? act)
     const ranges = new Map([...ctx.ranges!].filter(([t]) => !cfg.extraExcluded.has(t)))
     const r = applyStatic(model, plan, ranges, opts)
+    flattenChannelsLast(model, ctx.meta!)
     const produced = new Set([...allNodes(model)].flatMap(({node: n}) => n.output))
     for (const t of new Set(plan.graphs.flatMap((g) => g.tensors))) {
       const dq = `${t}_DequantizeLinear`

@@ -11,7 +11,7 @@ import type {WeightRef} from '../../onnx/graph.js'
 import {makeNode} from '../../onnx/build.js'
 import {DataType} from '../../onnx/proto.js'
 import type {GraphProto, ModelProto, NodeProto} from '../../onnx/proto.js'
-import {makeTensor, tensorToFloat32} from '../../onnx/tensor.js'
+import {makeTensor, setTensorData, tensorData, tensorToFloat32} from '../../onnx/tensor.js'
 import type {IntType, QuantParams} from './math.js'
 import {paramsForRange, quantizeWeight} from './math.js'
 import {NameScope, consumersOf, nodeLabel, removeUnusedWeights} from './graph-util.js'
@@ -368,4 +368,97 @@ function quantizeBias(graph: GraphProto, node: NodeProto, ref: WeightRef, xScale
   graph.initializer.push(makeTensor(qn, DataType.INT32, [n], q), makeTensor(sn, DataType.FLOAT, [n], scales), makeTensor(zn, DataType.INT32, [n], new Int32Array(n)))
   head.push(makeNode('DequantizeLinear', [qn, sn, zn], [dq], {axis: 0}, {name: dq}))
   node.input[2] = dq
+}
+
+/** Ops between an int8 convolution and a Flatten that keep onnxruntime's channels-last layout going. */
+const CHANNELS_LAST_PATH = new Set(['DequantizeLinear', 'QuantizeLinear', 'Relu', 'Clip', 'MaxPool'])
+
+/**
+ * Conv → … → Flatten → Gemm/MatMul with the convolution in int8: onnxruntime runs QLinearConv
+ * channels-last (NHWC) and transposes back to NCHW for the Flatten. With two inference threads that
+ * one transpose costs about as much as a convolution. Flattening the NHWC tensor instead, with the
+ * weight's rows permuted to match, computes exactly the same products, and the Transpose inserted
+ * before the Flatten cancels against onnxruntime's. Main graph; returns the Flattens rewritten.
+ */
+export function flattenChannelsLast(model: ModelProto, meta: Map<string, TensorMeta>): number {
+  const graph = model.graph!
+  const producers = new Map<string, NodeProto>()
+  for (const n of graph.node) for (const o of n.output) producers.set(o, n)
+  const consumers = consumersOf(graph)
+  const inits = new Map(graph.initializer.map((t) => [t.name, t]))
+  const uses = (name: string) => consumers.get(name)?.length ?? 0
+  const names = new NameScope(model)
+  let rewritten = 0
+  for (const flat of [...graph.node]) {
+    if (flat.opType !== 'Flatten' || flat.domain !== '' || attrInt(flat, 'axis', 1) !== 1) continue
+    // Back to an int8 Conv (its input dequantized), through QDQ pairs and layout-neutral ops. The
+    // Flatten's input shape is that of the first original tensor on the way (Q/DQ keep shapes).
+    let t = flat.input[0]!
+    let shape: (number | string)[] | undefined
+    let conv: NodeProto | undefined
+    for (let hops = 0; hops < 8 && !conv; hops++) {
+      shape ??= meta.get(t)?.shape
+      const p = producers.get(t)
+      if (!p || p.domain !== '') break
+      if (p.opType === 'Conv') conv = p
+      else if (CHANNELS_LAST_PATH.has(p.opType) && uses(p.output[0]!) === 1) t = p.input[0]!
+      else break
+    }
+    if (!conv || producers.get(conv.input[0]!)?.opType !== 'DequantizeLinear' || shape?.length !== 4) continue
+    const [, c, h, w] = shape as number[]
+    if (![c, h, w].every((d) => typeof d === 'number' && d > 0) || h! * w! === 1) continue
+    // Forward: the Flatten's only reader, through its own Q/DQ pair, is a Gemm or MatMul's first input.
+    let out = flat.output[0]!
+    let reader: {node: NodeProto; slot: number} | undefined
+    for (let hops = 0; hops < 3; hops++) {
+      const next = consumers.get(out)
+      if (next?.length !== 1) break
+      const r = next[0]!
+      if ((r.node.opType === 'QuantizeLinear' || r.node.opType === 'DequantizeLinear') && r.slot === 0) out = r.node.output[0]!
+      else {
+        reader = r
+        break
+      }
+    }
+    if (!reader || reader.slot !== 0 || reader.node.domain !== '') continue
+    const dense = reader.node
+    const transB = dense.opType === 'Gemm' ? attrInt(dense, 'transB', 0) : dense.opType === 'MatMul' ? 0 : -1
+    if (transB < 0 || (dense.opType === 'Gemm' && attrInt(dense, 'transA', 0) !== 0)) continue
+    // The weight: an initializer read by this op alone, or through a DequantizeLinear whose scales
+    // run along the output axis (or are one scale), which a permutation of the rows leaves alone.
+    const bName = dense.input[1]!
+    const dq = producers.get(bName)
+    const weightName = dq?.opType === 'DequantizeLinear' ? dq.input[0]! : bName
+    const weight = inits.get(weightName)
+    if (!weight || uses(weightName) !== 1 || (dq && dq.opType !== 'DequantizeLinear') || (dq && uses(bName) !== 1)) continue
+    const dims = weight.dims.map(Number)
+    const kAxis = transB ? 1 : 0
+    if (dims.length !== 2 || dims[kAxis] !== c! * h! * w!) continue
+    if (dq) {
+      const scale = inits.get(dq.input[1]!)
+      const perTensor = scale !== undefined && scale.dims.map(Number).reduce((a, b) => a * b, 1) === 1
+      if (!perTensor && attrInt(dq, 'axis', 1) !== 1 - kAxis) continue
+    }
+    const stored = tensorData(weight)
+    if (stored instanceof BigInt64Array || stored instanceof BigUint64Array) continue
+    const data = stored as Float32Array
+    const permuted = new (data.constructor as new (n: number) => Float32Array)(data.length)
+    const n = dims[1 - kAxis]!
+    const hw = h! * w!
+    // Row (c, y, x) of the NCHW flattening becomes row (y, x, c) of the NHWC one.
+    for (let ch = 0; ch < c!; ch++) {
+      for (let p = 0; p < hw; p++) {
+        const from = ch * hw + p
+        const to = p * c! + ch
+        if (kAxis === 0) permuted.set(data.subarray(from * n, (from + 1) * n), to * n)
+        else for (let j = 0; j < n; j++) permuted[j * dims[1]! + to] = data[j * dims[1]! + from]!
+      }
+    }
+    setTensorData(weight, permuted)
+    const nhwc = names.fresh(`${flat.input[0]!}_nhwc`)
+    graph.node.splice(graph.node.indexOf(flat), 0, makeNode('Transpose', [flat.input[0]!], [nhwc], {perm: [0, 2, 3, 1]}, {name: names.fresh(`${flat.name || 'Flatten'}_channels_last`)}))
+    flat.input[0] = nhwc
+    rewritten++
+  }
+  return rewritten
 }

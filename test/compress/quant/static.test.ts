@@ -9,7 +9,7 @@ import {cutNode} from '../../../src/compress/quant/node-timing.js'
 import {exposedSession, inferTypes, sessionFor} from '../../../src/compress/quant/graph-util.js'
 import {buildCandidate} from '../../../src/compress/quant/candidates.js'
 import type {ModeContext} from '../../../src/compress/quant/candidates.js'
-import {planStatic} from '../../../src/compress/quant/static.js'
+import {applyStatic, flattenChannelsLast, planStatic} from '../../../src/compress/quant/static.js'
 import {cosine} from '../../../src/compress/quant/math.js'
 import {preprocessModel} from '../../../src/compress/preprocess.js'
 import {upgradeOpset} from '../../../src/compress/quant/opset.js'
@@ -23,8 +23,9 @@ import {makeTensor} from '../../../src/onnx/tensor.js'
 import {writeNpz} from '../../../src/data/npz-write.js'
 import {seededRandom} from '../../../src/data/random.js'
 import {MODELS, ensureFixtures, ensureTrainedModels} from '../../helpers/fixtures.js'
-import {agreement, evaluate} from '../../../src/compress/quant/measure.js'
+import {agreement, evaluate, referenceOutputs} from '../../../src/compress/quant/measure.js'
 import {readBatches} from '../../../src/data/dataset.js'
+import type {Batch} from '../../../src/data/dataset.js'
 import {faceScore, lfwSamples, writeLfwNpz} from './lfw.js'
 import {feedsFor, runModel, sileroAgreement, sileroStream} from './models.js'
 
@@ -239,6 +240,34 @@ describe('hardware-aware static quantization', () => {
     const q = await evaluate(modelToBytes(built.model), () => readBatches({name: 'test', path: trained.test, limit: 512}, {batchSize: 128, inputs}), profile)
     const f = await evaluate(trained.cnn, () => readBatches({name: 'test', path: trained.test, limit: 512}, {batchSize: 128, inputs}), profile)
     expect(agreement(f.predictions, q.predictions)).toBeGreaterThanOrEqual(0.99)
+  })
+
+  it('flattens the int8 convolution\'s output channels-last, the dense weight permuted to match: the same outputs', async () => {
+    // onnxruntime runs QLinearConv in NHWC and would transpose back to NCHW for the Flatten.
+    const trained = ensureTrainedModels()
+    const work = await readModel(trained.cnn)
+    preprocessModel(work)
+    upgradeOpset(work, 13)
+    const meta = await inferTypes(work)
+    const opts = {perChannel: true, activations: 'uint8' as const, symmetricActivations: false, reduceRange: false, excluded: () => false}
+    const plan = planStatic(work, meta, opts)
+    const inputs = [{name: 'input', type: 'float32', dims: ['N', 1, 28, 28] as (string | number)[]}]
+    const cal = await calibrate(work, plan.calibrate, readBatches({name: 'calib', path: trained.calib, limit: 32}, {batchSize: 32, inputs}))
+    applyStatic(work, plan, new Map([...cal.stats].map(([k, st]) => [k, st.range('minmax')])), opts)
+    const before = modelToBytes(work)
+    expect(flattenChannelsLast(work, meta)).toBe(1)
+    const flat = work.graph!.node.find((n) => n.opType === 'Flatten')!
+    const t = work.graph!.node.find((n) => n.output[0] === flat.input[0])!
+    expect(t.opType).toBe('Transpose')
+    expect(t.attribute.find((a) => a.name === 'perm')!.ints.map(Number)).toEqual([0, 2, 3, 1])
+    const batch: Batch[] = []
+    for await (const b of readBatches({name: 'test', path: trained.test, limit: 64}, {batchSize: 64, inputs})) batch.push(b)
+    const a = await referenceOutputs(before, batch, profile)
+    const b = await referenceOutputs(modelToBytes(work), batch, profile)
+    expect(b.outputs[0]!.logits!.data).toEqual(a.outputs[0]!.logits!.data)
+    // Nothing to do without an int8 convolution before the Flatten: the float model is left alone.
+    const float = await readModel(trained.cnn)
+    expect(flattenChannelsLast(float, await inferTypes(float))).toBe(0)
   })
 
   it('times every weighted op alone in float and int8, and offers a candidate keeping the ones that lose in float', async () => {
