@@ -383,7 +383,7 @@ export async function* readBatches(spec: DatasetSpec, options: ReadOptions): Asy
  * the thread pool take more at once (fewer hand-offs to the main thread); reads in line take what
  * stays in the core's cache until the model uses it.
  */
-const CHUNK_BYTES = {ahead: 1 << 20, inline: 256 << 10}
+const CHUNK_BYTES = {ahead: 4 << 20, inline: 256 << 10}
 
 /** Bytes one sample of these fields takes as stored. */
 function rowBytesOf(source: Source, wanted: string[]): number {
@@ -412,31 +412,32 @@ async function* randomAccess(spec: DatasetSpec, source: Source, wanted: string[]
   // reads instead of one per batch. Shuffled rows are scattered, so they are read a batch at a time.
   const rowBytes = rowBytesOf(source, wanted)
   const chunkRows = options.batchSize * (order ? 1 : Math.max(1, Math.floor(CHUNK_BYTES[how.sync ? 'inline' : 'ahead'] / Math.max(1, rowBytes * options.batchSize))))
-  const read = (start: number): Promise<Rows> => {
-    const size = Math.min(chunkRows, total - start)
+  // Reads ahead start at one batch and grow fourfold up to the chunk size: the first batch is not
+  // held up behind a large read, and later ones cost few reads (each costs the caller tens of µs).
+  const rowsOf = (k: number) => (order || how.sync ? chunkRows : Math.min(chunkRows, options.batchSize * 4 ** k))
+  let chunks = 0
+  let issued = 0
+  const next = (): Promise<Rows> => {
+    const start = issued
+    const size = Math.min(rowsOf(chunks++), total - start)
+    issued += size
     const indices = order ? order.slice(start, start + size) : Array.from({length: size}, (_, i) => start + i)
     return source.read!(indices, wanted, how)
   }
   // Reads run `aheadCount` chunks in front of the caller (see readAhead); 0 reads on demand.
   const ahead: Promise<Rows>[] = []
-  let issued = 0
   const refill = () => {
-    while (ahead.length < aheadCount && issued < total) {
-      ahead.push(read(issued))
-      issued += chunkRows
-    }
+    while (ahead.length < aheadCount && issued < total) ahead.push(next())
   }
   refill()
   try {
-    for (let start = 0; start < total; start += chunkRows) {
+    for (let done = 0; done < total; ) {
       if (options.signal?.aborted) throw new KilnError('cancelled', {code: 'E_ABORTED'})
       // With nothing read ahead (in-line reads), the chunk is read now.
-      if (issued <= start) {
-        ahead.push(read(start))
-        issued = start + chunkRows
-      }
+      if (ahead.length === 0) ahead.push(next())
       const chunk = await ahead.shift()!
       refill()
+      done += chunk.rows
       for (let s = 0; s < chunk.rows; s += options.batchSize) {
         const m = Math.min(options.batchSize, chunk.rows - s)
         if (m === chunk.rows) yield chunk
