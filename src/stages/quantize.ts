@@ -17,7 +17,7 @@ const schema = z.strictObject({
         percentile: z.number().gt(50).max(100).optional().describe('Percentile of |x| kept by `percentile`. Default 99.999.'),
       }),
     ])
-    .optional().describe('Calibration dataset name (static, int4 GPTQ; dynamic and int4 also time the latency A/B on its samples), or `{dataset, method, percentile}`.'),
+    .optional().describe('Calibration dataset name (static, int4 GPTQ; fp16 keeps tensors whose values exceed float16\'s range in float32; dynamic and int4 also time the latency A/B on its samples), or `{dataset, method, percentile}`.'),
   perChannel: z.boolean().optional().describe('Per-channel weights (static, dynamic). Default true.'),
   activations: z.enum(['uint8', 'int8']).optional().describe('Activation type for static mode. Default uint8 (U8S8, fastest on x86).'),
   symmetric: z.boolean().optional().describe('Symmetric activations (static) or symmetric weights (int4, default true).'),

@@ -196,6 +196,26 @@ function klDivergence(p: Float64Array, q: Float64Array): number {
   return kl
 }
 
+/** The smallest and largest value a tensor takes: all a range check needs. */
+export class Extremes {
+  min = Number.POSITIVE_INFINITY
+  max = Number.NEGATIVE_INFINITY
+  count = 0
+
+  add(data: Float32Array): void {
+    let lo = this.min
+    let hi = this.max
+    for (let i = 0; i < data.length; i++) {
+      const v = data[i]!
+      if (v < lo) lo = v
+      if (v > hi) hi = v
+    }
+    this.min = lo
+    this.max = hi
+    this.count += data.length
+  }
+}
+
 /** What calibration gathers for one tensor, batch by batch. */
 export interface Accumulator {
   /** `batch`: where the batch's samples start in the data, and how many it holds. */

@@ -29,6 +29,8 @@ export interface ModeContext {
   accuracyLevel: number
   keepIOTypes: boolean
   blockList?: string[]
+  /** fp16: tensors kept float32 (values beyond float16's range on the calibration data), with why. */
+  fp16KeepTensors?: Map<string, string>
   /** Static: tensor types and calibrated ranges. */
   meta?: Map<string, TensorMeta>
   ranges?: Map<string, {min: number; max: number}>
@@ -130,7 +132,7 @@ export function buildCandidate(model: ModelProto, ctx: ModeContext, cfg: BuildCo
     for (const n of targets) if (!left.has(nodeLabel(n))) record(n)
     return {model, quantizedNodes: r.quantizedNodes, leftFloat: r.leftFloat, units}
   }
-  const r = convertFp16(model, {keepIO: ctx.keepIOTypes, blockList: ctx.blockList ?? DEFAULT_FP16_BLOCK_LIST, excluded})
+  const r = convertFp16(model, {keepIO: ctx.keepIOTypes, blockList: ctx.blockList ?? DEFAULT_FP16_BLOCK_LIST, excluded, keepTensors: ctx.fp16KeepTensors})
   return {
     model,
     quantizedNodes: r.convertedWeights ? {weights: r.convertedWeights} : {},

@@ -4,7 +4,7 @@
  * wants in float32 whatever the data type (Resize roi/scales). Float-ness is propagated through
  * every graph, subgraphs included, so no Cast or declared type is left mismatched.
  */
-import {getAttribute} from '../../onnx/graph.js'
+import {getAttribute, walkGraphs} from '../../onnx/graph.js'
 import {makeAttribute, makeNode} from '../../onnx/build.js'
 import {DataType} from '../../onnx/proto.js'
 import type {GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto} from '../../onnx/proto.js'
@@ -27,6 +27,28 @@ export interface Fp16Options {
   blockList: readonly string[]
   /** Node predicate: true = keep this node in float32. */
   excluded: (node: NodeProto) => boolean
+  /**
+   * Tensors that must stay float32, with why (values beyond float16's range on real data): they are
+   * never cast to float16, and every node that reads or writes one stays in float32.
+   */
+  keepTensors?: Map<string, string>
+}
+
+/** float16's largest finite value. */
+export const FP16_MAX = 65504
+
+/**
+ * The tensors whose values, as calibration saw them, reach beyond half of float16's largest value:
+ * in float16 they would overflow to infinity, or come too close to it for the next op.
+ */
+export function fp16OutOfRange(stats: Map<string, {min: number; max: number; count: number}>): Map<string, string> {
+  const out = new Map<string, string>()
+  for (const [name, s] of stats) {
+    if (s.count === 0) continue
+    const reach = Math.max(Math.abs(s.min), Math.abs(s.max))
+    if (reach > FP16_MAX / 2) out.set(name, `${name} reaches ${reach.toPrecision(3)} on the calibration data, beyond float16's range (largest ${FP16_MAX})`)
+  }
+  return out
 }
 
 export interface Fp16Result {
@@ -40,8 +62,30 @@ export function convertFp16(model: ModelProto, opts: Fp16Options): Fp16Result {
   const result: Fp16Result = {convertedWeights: 0, keptFloat32: [], casts: 0}
   const blocked = new Set(opts.blockList)
   const graph = model.graph!
-  convertGraph(graph, new Set(), names, blocked, opts, result, true)
+  convertGraph(graph, new Set(), names, blocked, {...opts, keepTensors: new Map([...(opts.keepTensors ?? []), ...wideWeights(model)])}, result, true)
   return result
+}
+
+/**
+ * Weights holding values float16 cannot: they would become infinity (a BatchNormalization variance
+ * of 4.8e7 in PP-OCR's detector, a 2^20 scale in Silero's legacy model). They stay float32.
+ */
+function wideWeights(model: ModelProto): Map<string, string> {
+  const out = new Map<string, string>()
+  const check = (name: string, t: TensorProto) => {
+    if (t.dataType !== DataType.FLOAT || !name) return
+    let reach = 0
+    for (const v of tensorToFloat32(t)) reach = Math.max(reach, Math.abs(v))
+    if (reach > FP16_MAX) out.set(name, `weight ${name} holds ${reach.toPrecision(3)}, beyond float16's range (largest ${FP16_MAX})`)
+  }
+  for (const {graph} of walkGraphs(model)) {
+    for (const t of graph.initializer) check(t.name, t)
+    for (const n of graph.node) if (n.opType === 'Constant' && n.domain === '') {
+      const v = getAttribute(n, 'value')?.t
+      if (v) check(n.output[0]!, v)
+    }
+  }
+  return out
 }
 
 function isFloatVi(vi: ValueInfoProto): boolean {
@@ -93,6 +137,7 @@ function floatTensors(graph: GraphProto, outer: Set<string>): Set<string> {
 
 function convertGraph(graph: GraphProto, outer: Set<string>, names: NameScope, blocked: Set<string>, opts: Fp16Options, result: Fp16Result, main: boolean): void {
   const floats = floatTensors(graph, outer)
+  for (const t of opts.keepTensors?.keys() ?? []) floats.delete(t)
   for (const node of graph.node) for (const a of node.attribute) for (const g of a.g ? [a.g] : a.graphs) convertGraph(g, floats, names, blocked, opts, result, false)
   const out: NodeProto[] = []
   const cast = (from: string, to: number, base: string): {name: string; node: NodeProto} => {
@@ -101,10 +146,12 @@ function convertGraph(graph: GraphProto, outer: Set<string>, names: NameScope, b
     return {name, node: makeNode('Cast', [from], [name], {to}, {name: names.fresh(`${name}_Cast`)})}
   }
   for (const node of graph.node) {
-    const keep = blocked.has(node.opType) || (node.domain !== '' && node.domain !== 'ai.onnx' && node.opType !== 'If') || opts.excluded(node)
+    const wide = opts.keepTensors && [...node.input, ...node.output].find((t) => t && opts.keepTensors!.has(t))
+    const keep = blocked.has(node.opType) || (node.domain !== '' && node.domain !== 'ai.onnx' && node.opType !== 'If') || opts.excluded(node) || !!wide
     if (keep) {
-      if (node.input.some((i) => floats.has(i)) || node.output.some((o) => floats.has(o))) {
-        result.keptFloat32.push({node: node.name || node.output[0] || node.opType, opType: node.opType, reason: opts.excluded(node) ? 'excluded' : 'block-listed op'})
+      if (wide || node.input.some((i) => floats.has(i)) || node.output.some((o) => floats.has(o))) {
+        const reason = opts.excluded(node) ? 'excluded' : wide ? opts.keepTensors!.get(wide)! : 'block-listed op'
+        result.keptFloat32.push({node: node.name || node.output[0] || node.opType, opType: node.opType, reason})
       }
       node.input = node.input.map((i) => {
         if (!i || !floats.has(i)) return i
@@ -154,7 +201,7 @@ function convertGraph(graph: GraphProto, outer: Set<string>, names: NameScope, b
   }
   graph.node = out
   for (const t of graph.initializer) {
-    if (t.dataType === DataType.FLOAT) {
+    if (t.dataType === DataType.FLOAT && !opts.keepTensors?.has(t.name)) {
       toHalf(t)
       result.convertedWeights++
     }

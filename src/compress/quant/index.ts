@@ -10,6 +10,7 @@ import type {Batch, InputMeta} from '../../data/dataset.js'
 import {readBatches, sampleBatch} from '../../data/dataset.js'
 import {valueInfoShape} from '../../onnx/build.js'
 import {allNodes, allTensors} from '../../onnx/graph.js'
+import {fp16OutOfRange} from './fp16.js'
 import {modelToBytes, opsetVersion, readModel, writeModel} from '../../onnx/model.js'
 import {ModelProtoSchema, clone} from '../../onnx/proto.js'
 import type {ModelProto, NodeProto} from '../../onnx/proto.js'
@@ -18,7 +19,7 @@ import type {DatasetSpec, HardwareProfile} from '../../stages/types.js'
 import {atomicWriteFile} from '../../util/fs.js'
 import {equalizeCrossLayer, preprocessModel} from '../preprocess.js'
 import type {PreprocessReport} from '../preprocess.js'
-import {answerTensors, calibrate} from './calibrate.js'
+import {answerTensors, calibrate, CalibrationRun, Extremes} from './calibrate.js'
 import type {CalibrationMethod, TensorStats} from './calibrate.js'
 import {buildCandidate, candidateMixes} from './candidates.js'
 import type {BuildConfig, Built, ModeContext} from './candidates.js'
@@ -246,6 +247,39 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   const build = (cfg: BuildConfig, inPlace: boolean): Built => {
     if (!detached && !inPlace) (detachTensors(work), (detached = true))
     return buildCandidate(inPlace ? work : clone(ModelProtoSchema, work), ctx, cfg)
+  }
+
+  // fp16 with data: the converted model is checked against the float one on (up to 64) calibration
+  // samples. If its outputs drift (or overflow), the tensors whose values reach beyond float16's
+  // range on that data stay float32 with the nodes around them, and the check runs again. (Silero's
+  // legacy model scales its spectrum by 2^20.) Only then are the tensors scanned: exposing every
+  // tensor of a model costs far more than running it.
+  if (opts.mode === 'fp16' && opts.calibration) {
+    progress('checking the float16 model against the float one')
+    const t = performance.now()
+    const sample: Batch[] = []
+    for await (const b of readBatches({...opts.calibration, limit: Math.min(opts.calibration.limit ?? Infinity, 64)}, {batchSize: 1, inputs, signal: opts.signal})) sample.push(b)
+    const reference = await referenceOutputs(opts.input, sample, opts.profile)
+    const probe = async () => {
+      const r = await outputAgreement(reference, modelToBytes(build({mix: mixes[0]!, extraExcluded: new Set()}, false).model), sample, opts.profile)
+      return {samples: r.samples, agreement: r.agreement, sqnrDb: Math.round(r.sqnrDb * 100) / 100}
+    }
+    let check = await probe()
+    report.calibration = {dataset: opts.calibration.name, samples: sample.length, batches: sample.length, method: 'minmax', seconds: 0}
+    if (!(check.sqnrDb >= FP16_CHECK_SQNR_DB)) {
+      progress('scanning value ranges against float16')
+      const meta = await inferTypes(work)
+      // Tensors an op can make larger than its inputs; weights and constants are checked without data.
+      const computed = [...allNodes(work)].filter(({node}) => !RANGE_BOUNDED_OPS.has(node.opType)).flatMap(({node}) => node.output)
+      const floats = [...new Set(computed.filter((o) => o && meta.get(o)?.type === 'float32'))]
+      const run = await CalibrationRun.open(work, floats, opts.profile.threads)
+      const cal = await run.collect((async function* () { yield* sample })(), {signal: opts.signal, accumulator: () => new Extremes()}).finally(() => run.close())
+      ctx.fp16KeepTensors = fp16OutOfRange(cal.stats)
+      log(`fp16: output SQNR ${check.sqnrDb} dB against float on ${check.samples} calibration samples; ${ctx.fp16KeepTensors.size} tensor(s) beyond float16's range stay float32`)
+      if (ctx.fp16KeepTensors.size) check = await probe()
+    }
+    report.calibration.seconds = (performance.now() - t) / 1000
+    report.calibrationCheck = check
   }
 
   // Static: the quantized model against the float one on (up to 64) calibration samples. With no
@@ -485,6 +519,10 @@ const GAIN_THRESHOLD = 0.9
 
 /** A quantized model this far from the float one on its own calibration data has collapsed. */
 const COLLAPSE_AGREEMENT = 0.8
+/** fp16 output SQNR (dB, against float on calibration samples) below which value ranges are scanned. */
+const FP16_CHECK_SQNR_DB = 40
+/** Ops whose outputs never reach further from zero than their inputs (or are bounded): no range to check. */
+const RANGE_BOUNDED_OPS = new Set(['Constant', 'Relu', 'Clip', 'Sigmoid', 'HardSigmoid', 'Tanh', 'Softmax', 'LogSoftmax', 'MaxPool', 'AveragePool', 'GlobalAveragePool', 'GlobalMaxPool', 'ReduceMean', 'ReduceMax', 'ReduceMin', 'Reshape', 'Transpose', 'Flatten', 'Squeeze', 'Unsqueeze', 'Concat', 'Split', 'Slice', 'Gather', 'Identity', 'Resize', 'Expand', 'Tile', 'Shape', 'Cast'])
 const COLLAPSE_SQNR_DB = 20
 
 /** A static model checked against the float one on calibration samples. */

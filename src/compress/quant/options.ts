@@ -20,7 +20,7 @@ interface Applicability {
 }
 
 const APPLIES: Record<string, Applicability> = {
-  calibration: {modes: ['static', 'dynamic', 'int4'], flag: '--calibration'},
+  calibration: {modes: ['static', 'dynamic', 'int4', 'fp16'], flag: '--calibration'},
   method: {modes: ['static'], flag: '--method'},
   percentile: {modes: ['static'], flag: '--percentile'},
   activations: {modes: ['static'], flag: '--activations'},

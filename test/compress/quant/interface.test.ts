@@ -36,7 +36,11 @@ describe('quantize stage', () => {
     const misapplied = stage.schema.safeParse({mode: 'static', calibration: {dataset: 'calib', percentile: 99.9}, blockSize: 64, keepIOTypes: false})
     expect(misapplied.success).toBe(false)
     expect(misapplied.error!.issues.map((i) => i.path.join('.')).sort()).toEqual(['blockSize', 'calibration.percentile', 'keepIOTypes'])
-    expect(stage.schema.safeParse({mode: 'fp16', calibration: 'calib'}).success).toBe(false)
+    // fp16 reads calibration data (a range check), not a calibration method.
+    expect(stage.schema.safeParse({mode: 'fp16', calibration: 'calib'}).success).toBe(true)
+    const fp16Method = stage.schema.safeParse({mode: 'fp16', calibration: {dataset: 'calib', method: 'entropy'}})
+    expect(fp16Method.success).toBe(false)
+    expect(fp16Method.error!.issues.map((i) => i.path.join('.'))).toEqual(['calibration.method'])
     expect(stage.schema.safeParse({mode: 'dynamic', maxAccuracyDrop: 0.01}).success).toBe(false)
     const params = stage.schema.parse({mode: 'static', calibration: {dataset: 'calib', method: 'percentile'}, neverSlower: false})
     expect(stage.datasets!(params)).toEqual(['calib'])

@@ -8,9 +8,14 @@ import {agreement, evaluate} from '../../../src/compress/quant/measure.js'
 import {readBatches} from '../../../src/data/dataset.js'
 import {writeNpz} from '../../../src/data/npz-write.js'
 import {allNodes} from '../../../src/onnx/graph.js'
-import {readModel, writeModel} from '../../../src/onnx/model.js'
+import {modelToBytes, readModel, writeModel} from '../../../src/onnx/model.js'
+import {convertFp16, fp16OutOfRange} from '../../../src/compress/quant/fp16.js'
 import {MODELS, ensureFixtures, ensureTrainedModels} from '../../helpers/fixtures.js'
-import {feedsFor, runModel, transformerModel} from './models.js'
+import {feedsFor, runModel, sileroAgreement, sileroStream, transformerModel} from './models.js'
+import {makeGraph, makeModel, makeNode, makeValueInfo} from '../../../src/onnx/build.js'
+import {DataType} from '../../../src/onnx/proto.js'
+import {makeTensor} from '../../../src/onnx/tensor.js'
+import {loadOrt} from '../../../src/runtime/ort.js'
 import type {ModelKey} from './models.js'
 
 ensureFixtures()
@@ -42,6 +47,60 @@ describe('fp16 on every real model', () => {
     expect(r.decision).toBe('quantized')
     expect(r.sizeRatio).toBeLessThan(0.62)
     expect(await agreementWithFp32(key, out)).toBeGreaterThan(0.999)
+  })
+})
+
+describe('fp16 and values beyond its range', () => {
+  it('keeps a weight float16 cannot hold in float32: Silero legacy (a 2^20 scale) still decides speech as fp32 does', async () => {
+    const out = path.join(dir, 'sileroLegacy.wide.fp16.onnx')
+    const r = await quantizeModel({input: MODELS.sileroLegacy, output: out, mode: 'fp16', profile})
+    const wide = r.leftFloat.filter((f) => /beyond float16's range/.test(f.reason))
+    expect(wide.map((f) => f.opType)).toEqual(['Mul', 'Mul'])
+    expect(wide[0]!.reason).toMatch(/^weight \S+ holds 1\.05e\+6, beyond float16's range \(largest 65504\)$/)
+    // Real speech, each chunk with the state the float model carried into it (converted blindly,
+    // 10% of decisions changed).
+    const held = await sileroStream('sileroLegacy', ['cards-003.wav'], 120, path.join(dir, 'legacy-held.npz'))
+    const {agreement: agree, meanAbsError} = await sileroAgreement(out, held)
+    expect(agree).toBeGreaterThanOrEqual(0.99)
+    expect(meanAbsError).toBeLessThan(0.005)
+  })
+
+  it('keeps tensors that reach beyond float16\'s range in float32, never cast to float16, with the nodes around them', async () => {
+    // y = x · 300 · 300 / 1000: the weights fit float16, t2 (up to 90000) does not.
+    const w = (name: string, v: number) => makeTensor(name, DataType.FLOAT, [], Float32Array.of(v))
+    const model = makeModel(
+      makeGraph({
+        name: 'wide',
+        node: [makeNode('Mul', ['x', 'a'], ['t1'], {}, {name: 'm1'}), makeNode('Mul', ['t1', 'a'], ['t2'], {}, {name: 'm2'}), makeNode('Mul', ['t2', 'b'], ['y'], {}, {name: 'm3'})],
+        input: [makeValueInfo('x', DataType.FLOAT, ['N', 8])],
+        output: [makeValueInfo('y', DataType.FLOAT, ['N', 8])],
+        initializer: [w('a', 300), w('b', 0.001)],
+      }),
+    )
+    const wide = fp16OutOfRange(new Map([['t1', {min: 150, max: 300, count: 8}], ['t2', {min: 45000, max: 90000, count: 8}], ['y', {min: 45, max: 90, count: 8}]]))
+    expect([...wide.keys()]).toEqual(['t2'])
+    expect(wide.get('t2')).toBe("t2 reaches 9.00e+4 on the calibration data, beyond float16's range (largest 65504)")
+    const r = convertFp16(model, {keepIO: true, blockList: [], excluded: () => false, keepTensors: wide})
+    expect(r.keptFloat32.map((k) => k.node)).toEqual(['m2', 'm3'])
+    const nodes = model.graph!.node
+    // m2 and m3 read and write float32: t2 is never cast to float16, and m3 needs no cast on its output.
+    expect(nodes.some((n) => n.opType === 'Cast' && n.input[0] === 't2')).toBe(false)
+    expect(nodes.find((n) => n.name === 'm2')!.output[0]).toBe('t2')
+    expect(nodes.find((n) => n.name === 'm3')!.input[0]).toBe('t2')
+    const ort = await loadOrt()
+    const s = await ort.InferenceSession.create(modelToBytes(model))
+    const y = (await s.run({x: new ort.Tensor('float32', new Float32Array(8).fill(1), [1, 8])})).y!.data as Float32Array
+    expect(Math.abs(y[0]! - 90)).toBeLessThan(0.1)
+  })
+
+  it('with calibration data, checks the float16 model against the float one on those samples', async () => {
+    const trained = ensureTrainedModels()
+    const out = path.join(dir, 'fashion_cnn.checked.fp16.onnx')
+    const r = await quantizeModel({input: trained.cnn, output: out, mode: 'fp16', profile, calibration: {name: 'calib', path: trained.calib, limit: 24}})
+    expect(r.calibrationCheck!.samples).toBe(24)
+    expect(r.calibrationCheck!.agreement).toBe(1)
+    expect(r.calibrationCheck!.sqnrDb).toBeGreaterThan(40)
+    expect(r.calibration!.dataset).toBe('calib')
   })
 })
 
