@@ -12,6 +12,8 @@
 // The OCR models are calibrated on other crops and strips than they are scored on.
 //
 //   npx tsx bench/real-modes.ts
+//   MODES=static METHOD=entropy npx tsx bench/real-modes.ts    some modes; static with a named method
+//   KEEP=1 npx tsx bench/real-modes.ts                         keep the models and data (prints where)
 import * as fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -170,7 +172,7 @@ for (const s of subjects) {
     const file = out(`${s.key}.${mode}.onnx`)
     const label = `${s.key.padEnd(12)} ${mode.padEnd(7)}`
     try {
-      const r = await quantizeModel({input: MODELS[s.key], output: file, mode, profile, neverSlower: false, calibration: mode === 'static' || mode === 'fp16' ? s.calibration : undefined})
+      const r = await quantizeModel({input: MODELS[s.key], output: file, mode, profile, neverSlower: false, calibration: mode === 'static' || mode === 'fp16' ? s.calibration : undefined, ...(mode === 'static' && process.env.METHOD ? {method: process.env.METHOD as 'minmax'} : {})})
       const nodes = Object.entries(r.quantizedNodes).map(([op, n]) => `${n} ${op}`).join(', ')
       const how = r.calibration?.compared ? `, ${r.calibration.method} ranges` : ''
       console.log(`${label} ${(r.sizeRatio).toFixed(3)}× size, ${nodes || 'no nodes'} quantized${how} in ${r.seconds.toFixed(1)} s: ${await s.measure(file)}`)
