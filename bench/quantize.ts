@@ -2,7 +2,8 @@
 // Quantization targets, each ratio against a baseline measured in the same run:
 //  - static int8 accuracy and top-1 agreement: BlazeFace on the full LFW subset (200), the trained
 //    Fashion-MNIST MLP and CNN on the full 10k test set, with int4 (RTN, HQQ, GPTQ) on their Gemm layers;
-//  - fp16 size ratio and output cosine on real inputs;
+//  - fp16 size ratio and output cosine on a deterministic input per model (agreement on real inputs,
+//    every mode: bench/real-modes.ts);
 //  - int8 vs fp32 latency A/B at batch 1 and 32 (and what the never-slower choice ships);
 //  - Silero (its network inside If branches) static int8 on real speech: agreement and latency;
 //  - a generated ≥400 MB transformer-shaped model through dynamic, int4 (RTN) and int4 GPTQ (block
@@ -123,7 +124,7 @@ for (const [name, model, exclude] of [['MLP', trained.mlp, ['fc1']], ['CNN', tra
 }
 results.fashion = fashionRows
 
-// 3. fp16: size and cosine on real inputs.
+// 3. fp16: size and cosine on each model's deterministic input (real inputs: bench/real-modes.ts).
 const fp16Rows = []
 for (const key of Object.keys(MODELS) as ModelKey[]) {
   const file = out(`${key}.fp16.onnx`)
