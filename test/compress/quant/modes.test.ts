@@ -12,6 +12,7 @@ import {modelToBytes, readModel, writeModel} from '../../../src/onnx/model.js'
 import {convertFp16, fp16OutOfRange} from '../../../src/compress/quant/fp16.js'
 import {MODELS, ensureFixtures, ensureTrainedModels} from '../../helpers/fixtures.js'
 import {feedsFor, runModel, sileroAgreement, sileroStream, transformerModel} from './models.js'
+import {realFeeds, runModel as runReal} from '../../onnx/helpers.js'
 import {makeGraph, makeModel, makeNode, makeValueInfo} from '../../../src/onnx/build.js'
 import {DataType} from '../../../src/onnx/proto.js'
 import {makeTensor} from '../../../src/onnx/tensor.js'
@@ -41,12 +42,24 @@ async function opCounts(file: string): Promise<Map<string, number>> {
 const keys = Object.keys(MODELS) as ModelKey[]
 
 describe('fp16 on every real model', () => {
-  it.each(keys)('%s: half-size weights, float32 I/O kept, output cosine ≥ 0.999', async (key) => {
+  it.each(keys)('%s: half-size weights, float32 I/O kept, output cosine ≥ 0.9999 on real inputs', async (key) => {
     const out = path.join(dir, `${key}.fp16.onnx`)
     const r = await quantizeModel({input: MODELS[key], output: out, mode: 'fp16', profile})
     expect(r.decision).toBe('quantized')
     expect(r.sizeRatio).toBeLessThan(0.62)
-    expect(await agreementWithFp32(key, out)).toBeGreaterThan(0.999)
+    // Photos for the vision models, speech at both of Silero's sample rates (both If branches).
+    const feeds = await realFeeds(key)
+    const [a, b] = await Promise.all([runReal(MODELS[key], feeds), runReal(out, feeds)])
+    a.forEach((outs, i) => {
+      for (const [name, x] of Object.entries(outs)) {
+        const y = b[i]![name]!.data
+        // A map with nothing in it (the detector on a page shrunk to 64×96: no text left) has no
+        // direction for a cosine to compare; there, the values themselves must stay near zero.
+        const peak = x.data.reduce((m, v) => Math.max(m, Math.abs(v)), 0)
+        if (peak < 1e-3) expect(y.reduce((m, v) => Math.max(m, Math.abs(v)), 0), `${name}, input ${i}`).toBeLessThan(1e-3)
+        else expect(cosine(x.data, y), `${name}, input ${i}`).toBeGreaterThan(0.9999)
+      }
+    })
   })
 })
 
