@@ -6,7 +6,8 @@
  * 1. Throughput: autocannon (16 connections × 10 s, binary tensor extension) against the server
  *    process, vs a bare `session.run` loop on the same model with the same inference thread count;
  *    with one inference worker (--pool 1) and with inference on the HTTP thread (--pool 0).
- *    Errors, non-2xx answers and latency percentiles are reported.
+ *    Errors, non-2xx answers and latency percentiles are reported, and the load generator's own CPU
+ *    per request: on a 2-core machine it competes with the server for the same cores.
  * 2. Binary vs JSON for a large input (PP-OCR detection, 1×3×640×640).
  * 3. Fuzz: malformed requests of many kinds; every answer must be 4xx and the server must stay up.
  * Loopback only; every loop is bounded.
@@ -105,18 +106,23 @@ async function main(): Promise<void> {
     try {
       const where = pool === '0' ? `inference on the HTTP thread × ${threads} intra-op threads` : `1 worker × ${threads} intra-op threads`
       console.log(`threads ${threads}, --pool ${pool} (server: ${where}; bare: 1 session × ${threads})`)
-      console.log('  workload               bare inf/s  served req/s  ratio  bare CPU ms/inf  served CPU ms/req  ratio | sustained req/s  p50 ms  p99 ms  errors  non2xx')
+      console.log('  workload               bare inf/s  served req/s  ratio  bare CPU ms/inf  served CPU ms/req  ratio  client CPU ms/req | sustained req/s  p50 ms  p99 ms  errors  non2xx')
       for (const w of workloads) {
         const session = await ort.InferenceSession.create(w.model, {logSeverityLevel: 3, intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential'})
         await bareLoop(session, w, 0.5)
         await load(server, w, 1)
         let bare: Slice = {n: 0, seconds: 0, cpu: 0}
         let served: Slice = {n: 0, seconds: 0, cpu: 0}
+        // The load generator's CPU (this process), which the same two cores have to give it.
+        let client = 0
         for (let r = 0; r < ROUNDS; r++) {
           bare = add(bare, await bareLoop(session, w, 1.5))
           const cpu0 = await processCpuSeconds(pid)
+          const own0 = process.cpuUsage()
           const a = await load(server, w, 2)
+          const own = process.cpuUsage(own0)
           served = add(served, {n: a.requests.total, seconds: a.duration, cpu: (await processCpuSeconds(pid)) - cpu0})
+          client += (own.user + own.system) / 1e6
         }
         await session.release()
         const r = await load(server, w, SECONDS)
@@ -126,7 +132,7 @@ async function main(): Promise<void> {
         const servedCpu = (1000 * served.cpu) / served.n
         const ok = r.errors === 0 && r.non2xx === 0 && r.timeouts === 0
         console.log(
-          `  ${w.label.padEnd(22)} ${fmt(bareRate).padStart(10)}  ${fmt(servedRate).padStart(12)}  ${fmt((100 * servedRate) / bareRate, 0).padStart(4)}%  ${fmt(bareCpu, 3).padStart(15)}  ${fmt(servedCpu, 3).padStart(17)}  ${fmt((100 * bareCpu) / servedCpu, 0).padStart(4)}% | ${fmt(r.requests.total / r.duration).padStart(15)}  ${fmt(r.latency.p50).padStart(6)}  ${fmt(r.latency.p99).padStart(6)}  ${String(r.errors).padStart(6)}  ${String(r.non2xx).padStart(6)}${ok ? '' : '  <-- FAILED'}`,
+          `  ${w.label.padEnd(22)} ${fmt(bareRate).padStart(10)}  ${fmt(servedRate).padStart(12)}  ${fmt((100 * servedRate) / bareRate, 0).padStart(4)}%  ${fmt(bareCpu, 3).padStart(15)}  ${fmt(servedCpu, 3).padStart(17)}  ${fmt((100 * bareCpu) / servedCpu, 0).padStart(4)}%  ${fmt((1000 * client) / served.n, 3).padStart(17)} | ${fmt(r.requests.total / r.duration).padStart(15)}  ${fmt(r.latency.p50).padStart(6)}  ${fmt(r.latency.p99).padStart(6)}  ${String(r.errors).padStart(6)}  ${String(r.non2xx).padStart(6)}${ok ? '' : '  <-- FAILED'}`,
         )
       }
     } finally {
