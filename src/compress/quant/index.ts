@@ -257,8 +257,12 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   if (opts.mode === 'fp16' && opts.calibration) {
     progress('checking the float16 model against the float one')
     const t = performance.now()
-    const sample: Batch[] = []
-    for await (const b of readBatches({...opts.calibration, limit: Math.min(opts.calibration.limit ?? Infinity, 64)}, {batchSize: 1, inputs, signal: opts.signal})) sample.push(b)
+    const spec = {...opts.calibration, limit: Math.min(opts.calibration.limit ?? Infinity, 64)}
+    const sample: Batch[] = await dataContext('calibration', async () => {
+      const got: Batch[] = []
+      for await (const b of readBatches(spec, {batchSize: 1, inputs, signal: opts.signal})) got.push(b)
+      return got
+    })
     const reference = await referenceOutputs(opts.input, sample, opts.profile)
     const probe = async () => {
       const r = await outputAgreement(reference, modelToBytes(build({mix: mixes[0]!, extraExcluded: new Set()}, false).model), sample, opts.profile)

@@ -49,6 +49,8 @@ describe('bad input gets a clear error and loses nothing', () => {
     const wrongShape = path.join(dir, 'wrong-shape.npz')
     await writeNpz(wrongShape, {'input:0': {dtype: '<f4', shape: [2, 64, 64, 3], data: new Float32Array(2 * 64 * 64 * 3)}})
     await expectFailure({input: MODELS.blazeface, mode: 'static', calibration: {name: 'calib', path: wrongShape}}, /E_DATA/, /shape/)
+    // fp16 reads calibration data for its range check: the same error, said of the calibration data.
+    await expectFailure({input: MODELS.blazeface, mode: 'fp16', calibration: {name: 'calib', path: wrongShape}}, /E_DATA/, /^calibration data: .*sample shape \[64,64,3\], the model expects \[128,128,3\]/)
     const wrongNames = path.join(dir, 'wrong-names.npz')
     const arr = {dtype: '<f4', shape: [2, 128, 128, 3], data: new Float32Array(2 * 128 * 128 * 3)}
     await writeNpz(wrongNames, {images: arr, pictures: arr})
