@@ -301,28 +301,35 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       const ranges = (ctx.ranges = rangesBy!(method))
       const built = build({mix: mixes[0]!, extraExcluded: new Set()}, false)
       const r = await outputAgreement(reference, modelToBytes(built.model), sample, opts.profile)
-      return {method, ranges, built, check: {method, samples: r.samples, agreement: r.agreement, sqnrDb: Math.round(r.sqnrDb * 100) / 100}}
+      return {method, ranges, built: built as Built | undefined, check: {method, samples: r.samples, agreement: r.agreement, sqnrDb: Math.round(r.sqnrDb * 100) / 100}}
     }
     const tried = [await attempt(opts.method ?? 'minmax')]
-    if (opts.method === undefined) tried.push(await attempt('average'))
+    if (opts.method === undefined) {
+      // One quantized copy of the model at a time (a large model's copy is large): the one the
+      // comparison keeps is built again if it was the first.
+      tried[0]!.built = undefined
+      tried.push(await attempt('average'))
+    }
     // A collapsed model loses to one that is not; otherwise the higher output SQNR wins (min/max on a tie).
     const score = (c: CalibrationCheck) => (collapsing(c) ? -1e9 : 0) + c.sqnrDb
-    checked = tried.reduce((a, b) => (score(b.check) > score(a.check) ? b : a))
-    ctx.ranges = checked.ranges
+    const kept = tried.reduce((a, b) => (score(b.check) > score(a.check) ? b : a))
+    ctx.ranges = kept.ranges
     if (tried.length > 1) {
       report.calibration!.compared = tried.map((t) => t.check)
-      report.calibration!.method = checked.method
-      report.settings.method = checked.method
-      log(`calibration: ${describeComparison(report.calibration!.compared, checked.method)}`)
+      report.calibration!.method = kept.method
+      report.settings.method = kept.method
+      log(`calibration: ${describeComparison(report.calibration!.compared, kept.method)}`)
     }
-    const {samples, agreement: agree, sqnrDb} = checked.check
+    const {samples, agreement: agree, sqnrDb} = kept.check
     report.calibrationCheck = {samples, agreement: agree, sqnrDb}
-    if (!accuracyAware && collapsing(checked.check)) {
+    if (!accuracyAware && collapsing(kept.check)) {
       const minmax = tried.find((t) => t.method === 'minmax')
       // The diagnosis speaks of the ranges the user asked for, or of min/max when none was asked.
-      const told = opts.method ? checked : (minmax ?? checked)
+      const told = opts.method ? kept : (minmax ?? kept)
       throw collapsed(told.check, {...opts, method: told.method}, work, told.ranges, calibrationStats)
     }
+    checked = {...kept, built: kept.built ?? build({mix: mixes[0]!, extraExcluded: new Set()}, false)}
+    for (const t of tried) t.built = undefined
   }
 
   // Static, hardware-aware: time every weighted op alone in float and int8 on the profile; when
