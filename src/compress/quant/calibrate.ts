@@ -44,20 +44,11 @@ export class TensorStats {
     if (data.length === 0) return
     this.count += data.length
     if (dims) this.dims = [...dims]
-    let lo = this.min
-    let hi = this.max
-    let amax = 0
-    for (let i = 0; i < data.length; i++) {
-      const v = data[i]!
-      if (v !== v) continue
-      if (v < lo) lo = v
-      if (v > hi) hi = v
-      const a = v < 0 ? -v : v
-      if (a > amax) amax = a
-    }
-    this.min = lo
-    this.max = hi
-    this.addSamples(data, dims, batch)
+    // One pass over the values for each sample's range; the batch's is theirs (NaN is in neither).
+    const {lo, hi} = this.addSamples(data, dims, batch)
+    if (lo < this.min) this.min = lo
+    if (hi > this.max) this.max = hi
+    const amax = Math.max(0, -lo, hi)
     if (!Number.isFinite(amax)) return
     if (amax > this.edge) this.widen(amax)
     const edge = this.edge
@@ -75,9 +66,12 @@ export class TensorStats {
     }
   }
 
-  private addSamples(data: Float32Array, dims?: readonly number[], batch?: {offset: number; size: number}): void {
+  /** Counts each sample's range (see {@link add}); returns the whole batch's. */
+  private addSamples(data: Float32Array, dims?: readonly number[], batch?: {offset: number; size: number}): {lo: number; hi: number} {
     const n = batch && dims?.[0] === batch.size && batch.size > 0 ? batch.size : 1
     const per = data.length / n
+    let batchLo = Number.POSITIVE_INFINITY
+    let batchHi = Number.NEGATIVE_INFINITY
     for (let s = 0; s < n; s++) {
       let lo = Number.POSITIVE_INFINITY
       let hi = Number.NEGATIVE_INFINITY
@@ -86,12 +80,15 @@ export class TensorStats {
         if (v < lo) lo = v
         if (v > hi) hi = v
       }
+      if (lo < batchLo) batchLo = lo
+      if (hi > batchHi) batchHi = hi
       if (!Number.isFinite(lo) || !Number.isFinite(hi)) continue
       this.sampleMinSum += lo
       this.sampleMaxSum += hi
       this.samples++
       if (!this.peak || Math.max(-lo, hi) > Math.max(-this.peak.min, this.peak.max)) this.peak = {sample: (batch?.offset ?? 0) + (n > 1 ? s : 0), min: lo, max: hi}
     }
+    return {lo: batchLo, hi: batchHi}
   }
 
   /** The typical sample's range: each sample's own minimum and maximum, averaged (zero included). */

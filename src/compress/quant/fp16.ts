@@ -4,7 +4,7 @@
  * wants in float32 whatever the data type (Resize roi/scales). Float-ness is propagated through
  * every graph, subgraphs included, so no Cast or declared type is left mismatched.
  */
-import {getAttribute, walkGraphs} from '../../onnx/graph.js'
+import {getAttribute, weights} from '../../onnx/graph.js'
 import {makeAttribute, makeNode} from '../../onnx/build.js'
 import {DataType} from '../../onnx/proto.js'
 import type {GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto} from '../../onnx/proto.js'
@@ -78,13 +78,7 @@ function wideWeights(model: ModelProto): Map<string, string> {
     for (const v of tensorToFloat32(t)) reach = Math.max(reach, Math.abs(v))
     if (reach > FP16_MAX) out.set(name, `weight ${name} holds ${reach.toPrecision(3)}, beyond float16's range (largest ${FP16_MAX})`)
   }
-  for (const {graph} of walkGraphs(model)) {
-    for (const t of graph.initializer) check(t.name, t)
-    for (const n of graph.node) if (n.opType === 'Constant' && n.domain === '') {
-      const v = getAttribute(n, 'value')?.t
-      if (v) check(n.output[0]!, v)
-    }
-  }
+  for (const w of weights(model)) check(w.name, w.tensor)
   return out
 }
 

@@ -249,6 +249,22 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     return buildCandidate(inPlace ? work : clone(ModelProtoSchema, work), ctx, cfg)
   }
 
+  // A built model against the float one on up to 64 calibration samples: what fp16 and static check.
+  const onCalibration = async (size: number) => {
+    const spec = {...opts.calibration!, limit: Math.min(opts.calibration!.limit ?? Infinity, CHECK_SAMPLES)}
+    const sample = await dataContext('calibration', async () => {
+      const got: Batch[] = []
+      for await (const b of readBatches(spec, {batchSize: size, inputs, signal: opts.signal})) got.push(b)
+      return got
+    })
+    const reference = await referenceOutputs(opts.input, sample, opts.profile)
+    const check = async (built: Built) => {
+      const r = await outputAgreement(reference, modelToBytes(built.model), sample, opts.profile)
+      return {samples: r.samples, agreement: r.agreement, sqnrDb: Math.round(r.sqnrDb * 100) / 100}
+    }
+    return {sample, check}
+  }
+
   // fp16 with data: the converted model is checked against the float one on (up to 64) calibration
   // samples. If its outputs drift (or overflow), the tensors whose values reach beyond float16's
   // range on that data stay float32 with the nodes around them, and the check runs again. (Silero's
@@ -257,17 +273,8 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   if (opts.mode === 'fp16' && opts.calibration) {
     progress('checking the float16 model against the float one')
     const t = performance.now()
-    const spec = {...opts.calibration, limit: Math.min(opts.calibration.limit ?? Infinity, 64)}
-    const sample: Batch[] = await dataContext('calibration', async () => {
-      const got: Batch[] = []
-      for await (const b of readBatches(spec, {batchSize: 1, inputs, signal: opts.signal})) got.push(b)
-      return got
-    })
-    const reference = await referenceOutputs(opts.input, sample, opts.profile)
-    const probe = async () => {
-      const r = await outputAgreement(reference, modelToBytes(build({mix: mixes[0]!, extraExcluded: new Set()}, false).model), sample, opts.profile)
-      return {samples: r.samples, agreement: r.agreement, sqnrDb: Math.round(r.sqnrDb * 100) / 100}
-    }
+    const {sample, check: checkOf} = await onCalibration(1)
+    const probe = () => checkOf(build({mix: mixes[0]!, extraExcluded: new Set()}, false))
     let check = await probe()
     report.calibration = {dataset: opts.calibration.name, samples: sample.length, batches: sample.length, method: 'minmax', seconds: 0}
     if (!(check.sqnrDb >= FP16_CHECK_SQNR_DB)) {
@@ -294,14 +301,11 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
   let checked: {method: CalibrationMethod; ranges: Map<string, {min: number; max: number}>; built: Built; check: CalibrationCheck} | undefined
   if (opts.mode === 'static' && (!accuracyAware || opts.method === undefined)) {
     progress('checking the quantized model against the float one')
-    const sample: Batch[] = []
-    for await (const b of readBatches({...opts.calibration!, limit: Math.min(opts.calibration!.limit ?? Infinity, 64)}, {batchSize, inputs, signal: opts.signal})) sample.push(b)
-    const reference = await referenceOutputs(opts.input, sample, opts.profile)
+    const {check: checkOf} = await onCalibration(batchSize)
     const attempt = async (method: CalibrationMethod) => {
       const ranges = (ctx.ranges = rangesBy!(method))
       const built = build({mix: mixes[0]!, extraExcluded: new Set()}, false)
-      const r = await outputAgreement(reference, modelToBytes(built.model), sample, opts.profile)
-      return {method, ranges, built: built as Built | undefined, check: {method, samples: r.samples, agreement: r.agreement, sqnrDb: Math.round(r.sqnrDb * 100) / 100}}
+      return {method, ranges, built: built as Built | undefined, check: {method, ...(await checkOf(built))}}
     }
     const tried = [await attempt(opts.method ?? 'minmax')]
     if (opts.method === undefined) {
@@ -329,7 +333,6 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       throw collapsed(told.check, {...opts, method: told.method}, work, told.ranges, calibrationStats)
     }
     checked = {...kept, built: kept.built ?? build({mix: mixes[0]!, extraExcluded: new Set()}, false)}
-    for (const t of tried) t.built = undefined
   }
 
   // Static, hardware-aware: time every weighted op alone in float and int8 on the profile; when
@@ -530,6 +533,8 @@ const GAIN_THRESHOLD = 0.9
 
 /** A quantized model this far from the float one on its own calibration data has collapsed. */
 const COLLAPSE_AGREEMENT = 0.8
+/** Calibration samples a built model is checked on against the float one. */
+const CHECK_SAMPLES = 64
 /** fp16 output SQNR (dB, against float on calibration samples) below which value ranges are scanned. */
 const FP16_CHECK_SQNR_DB = 40
 /** Ops whose outputs never reach further from zero than their inputs (or are bounded): no range to check. */

@@ -14,7 +14,7 @@ import type {GraphProto, ModelProto, NodeProto} from '../../onnx/proto.js'
 import {makeTensor, setTensorData, tensorData, tensorToFloat32} from '../../onnx/tensor.js'
 import type {IntType, QuantParams} from './math.js'
 import {paramsForRange, quantizeWeight} from './math.js'
-import {NameScope, consumersOf, nodeLabel, removeUnusedWeights} from './graph-util.js'
+import {NameScope, consumersOf, nodeLabel, producersOf, removeUnusedWeights} from './graph-util.js'
 import type {TensorMeta} from './graph-util.js'
 
 /** Ops with weights whose integer kernels make quantization pay. */
@@ -382,8 +382,7 @@ const CHANNELS_LAST_PATH = new Set(['DequantizeLinear', 'QuantizeLinear', 'Relu'
  */
 export function flattenChannelsLast(model: ModelProto, meta: Map<string, TensorMeta>): number {
   const graph = model.graph!
-  const producers = new Map<string, NodeProto>()
-  for (const n of graph.node) for (const o of n.output) producers.set(o, n)
+  const producers = producersOf(graph)
   const consumers = consumersOf(graph)
   const inits = new Map(graph.initializer.map((t) => [t.name, t]))
   const uses = (name: string) => consumers.get(name)?.length ?? 0
