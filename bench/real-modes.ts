@@ -29,6 +29,7 @@ import {getProfile} from '../src/runtime/profiles.js'
 import {MODELS, fixture} from '../test/helpers/fixtures.js'
 import {writeLfwNpz} from '../test/compress/quant/lfw.js'
 import {sileroAgreement, sileroStream} from '../test/compress/quant/models.js'
+import {agreement as rowsAgreement} from '../test/compress/prune-helpers.js'
 
 const ort = await loadOrt()
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-real-'))
@@ -73,22 +74,6 @@ async function outputsOn(fp32: string, test: string, samples: Float32Array[], di
     return out
   }
   return [cat(ra), cat(rb)]
-}
-
-/** Top-1 agreement over the rows of the last axis. */
-const rowsAgree = (classes: number) => (a: Float32Array, b: Float32Array) => {
-  let same = 0
-  const rows = a.length / classes
-  for (let r = 0; r < rows; r++) {
-    let ia = 0
-    let ib = 0
-    for (let c = 1; c < classes; c++) {
-      if (a[r * classes + c]! > a[r * classes + ia]!) ia = c
-      if (b[r * classes + c]! > b[r * classes + ib]!) ib = c
-    }
-    if (ia === ib) same++
-  }
-  return same / rows
 }
 
 interface Subject {
@@ -145,12 +130,12 @@ const subjects: Subject[] = [
   {
     key: 'ocrRec',
     calibration: {name: 'rec', path: await npzOf('rec.npz', recCalib, [3, 48, 256])},
-    measure: async (file) => `same character at ${pct(rowsAgree(6625)(...(await outputsOn(MODELS.ocrRec, file, recEval, [3, 48, 256]))))} of time steps on ${recEval.length} text-line strips`,
+    measure: async (file) => `same character at ${pct(rowsAgreement(...(await outputsOn(MODELS.ocrRec, file, recEval, [3, 48, 256])), 6625))} of time steps on ${recEval.length} text-line strips`,
   },
   {
     key: 'ocrCls',
     calibration: {name: 'cls', path: await npzOf('cls.npz', clsCalib, [3, 48, 192])},
-    measure: async (file) => `same direction on ${pct(rowsAgree(2)(...(await outputsOn(MODELS.ocrCls, file, clsEval, [3, 48, 192]))))} of ${clsEval.length} strips (half turned over)`,
+    measure: async (file) => `same direction on ${pct(rowsAgreement(...(await outputsOn(MODELS.ocrCls, file, clsEval, [3, 48, 192])), 2))} of ${clsEval.length} strips (half turned over)`,
   },
 ]
 for (const key of ['sileroV5', 'sileroLegacy'] as const) {

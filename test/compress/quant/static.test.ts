@@ -191,6 +191,21 @@ describe('static QDQ on the trained Fashion-MNIST CNN', () => {
   })
 })
 
+/** The trained Fashion-MNIST CNN pre-processed, planned for static QDQ, and its min/max ranges on `samples` images. */
+async function plannedCnn(samples: number) {
+  const trained = ensureTrainedModels()
+  const work = await readModel(trained.cnn)
+  preprocessModel(work)
+  upgradeOpset(work, 13)
+  const meta = await inferTypes(work)
+  const opts = {perChannel: true, activations: 'uint8' as const, symmetricActivations: false, reduceRange: false, excluded: () => false}
+  const plan = planStatic(work, meta, opts)
+  const inputs = [{name: 'input', type: 'float32', dims: ['N', 1, 28, 28] as (string | number)[]}]
+  const cal = await calibrate(work, plan.calibrate, readBatches({name: 'calib', path: trained.calib, limit: samples}, {batchSize: 32, inputs}))
+  const ranges = new Map([...cal.stats].map(([k, st]) => [k, st.range('minmax')]))
+  return {trained, work, meta, opts, plan, inputs, ranges}
+}
+
 describe('hardware-aware static quantization', () => {
   it('cuts a convolution out in float and in QDQ form that compute the same thing', async () => {
     const trained = ensureTrainedModels()
@@ -218,17 +233,8 @@ describe('hardware-aware static quantization', () => {
   it('with the first convolution kept float, quantizes the pool after it on its own range and pools before the ReLU', async () => {
     // onnxruntime would otherwise run that max pool on uint8 in NCHW layout, its slow path, and the
     // second convolution needs the pool output's own range (the full plan shares the ReLU's).
-    const trained = ensureTrainedModels()
-    const work = await readModel(trained.cnn)
-    preprocessModel(work)
-    upgradeOpset(work, 13)
-    const meta = await inferTypes(work)
-    const opts = {perChannel: true, activations: 'uint8' as const, symmetricActivations: false, reduceRange: false, excluded: () => false}
-    const plan = planStatic(work, meta, opts)
-    const inputs = [{name: 'input', type: 'float32', dims: ['N', 1, 28, 28] as (string | number)[]}]
-    const cal = await calibrate(work, plan.calibrate, readBatches({name: 'calib', path: trained.calib, limit: 64}, {batchSize: 32, inputs}))
-    const ctx: ModeContext = {mode: 'static', exclude: [], perChannel: true, activations: 'uint8', symmetric: false, reduceRange: false, blockSize: 32, algorithm: 'rtn', accuracyLevel: 4, keepIOTypes: true, meta}
-    ctx.ranges = new Map([...cal.stats].map(([k, st]) => [k, st.range('minmax')]))
+    const {trained, work, meta, inputs, ranges} = await plannedCnn(64)
+    const ctx: ModeContext = {mode: 'static', exclude: [], perChannel: true, activations: 'uint8', symmetric: false, reduceRange: false, blockSize: 32, algorithm: 'rtn', accuracyLevel: 4, keepIOTypes: true, meta, ranges}
     const built = buildCandidate(work, ctx, {mix: {name: 'only the ops that gain', arith: true, keepFloat: new Map([['conv1', 'slower in int8']])}, extraExcluded: new Set()})
     expect(built.quantizedNodes.Conv).toBe(2)
     const nodes = built.model.graph!.node
@@ -244,16 +250,8 @@ describe('hardware-aware static quantization', () => {
 
   it('flattens the int8 convolution\'s output channels-last, the dense weight permuted to match: the same outputs', async () => {
     // onnxruntime runs QLinearConv in NHWC and would transpose back to NCHW for the Flatten.
-    const trained = ensureTrainedModels()
-    const work = await readModel(trained.cnn)
-    preprocessModel(work)
-    upgradeOpset(work, 13)
-    const meta = await inferTypes(work)
-    const opts = {perChannel: true, activations: 'uint8' as const, symmetricActivations: false, reduceRange: false, excluded: () => false}
-    const plan = planStatic(work, meta, opts)
-    const inputs = [{name: 'input', type: 'float32', dims: ['N', 1, 28, 28] as (string | number)[]}]
-    const cal = await calibrate(work, plan.calibrate, readBatches({name: 'calib', path: trained.calib, limit: 32}, {batchSize: 32, inputs}))
-    applyStatic(work, plan, new Map([...cal.stats].map(([k, st]) => [k, st.range('minmax')])), opts)
+    const {trained, work, meta, opts, plan, inputs, ranges} = await plannedCnn(32)
+    applyStatic(work, plan, ranges, opts)
     const before = modelToBytes(work)
     expect(flattenChannelsLast(work, meta)).toBe(1)
     const flat = work.graph!.node.find((n) => n.opType === 'Flatten')!
