@@ -1,5 +1,8 @@
 import {describe, expect, it} from 'vitest'
+import type {IncomingMessage} from 'node:http'
+import {Readable} from 'node:stream'
 import {BufferPool, MAX_POOLED} from '../../src/util/buffer-pool.js'
+import {readBody} from '../../src/delivery/serve/http-util.js'
 import {decodeBytesElements, encodeBytesElements} from '../../src/delivery/serve/datatypes.js'
 import {decodeInferRequest, type ModelSignature, splitBody} from '../../src/delivery/serve/infer-request.js'
 import {encodeInferResponse} from '../../src/delivery/serve/infer-response.js'
@@ -153,6 +156,20 @@ describe('infer request decoding', () => {
     expect(b.byteLength).toBe(MAX_POOLED + 1)
     big.give(b)
     expect(big.idle).toBe(0)
+  })
+
+  it('reads a body into a recycled buffer where the binary tensors after its JSON header fall 8-byte aligned', async () => {
+    const buffers = new BufferPool()
+    for (const headerLength of [0, 1, 5, 8, 13, 133]) {
+      const body = Buffer.from(Array.from({length: headerLength + 40}, (_, i) => i % 251))
+      // Delivered in uneven chunks, as a socket would.
+      const req = Object.assign(Readable.from([body.subarray(0, 7), body.subarray(7, 30), body.subarray(30)]), {headers: {'content-length': String(body.length)}})
+      const read = await readBody(req as unknown as IncomingMessage, 1 << 20, buffers, headerLength)
+      expect(read.pooled).toBe(true)
+      expect(read.bytes.equals(body)).toBe(true)
+      expect(read.bytes.subarray(headerLength).byteOffset % 8).toBe(0)
+      buffers.give(read.bytes.buffer as ArrayBuffer)
+    }
   })
 
   it('round-trips BYTES elements and refuses a malformed length prefix', () => {

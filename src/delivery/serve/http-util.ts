@@ -12,15 +12,18 @@ export interface Body {
 /**
  * Read a request body, refusing (413) as soon as it is known to exceed `limit`: from
  * Content-Length before a byte is read, or while streaming a chunked body. With a `pool` and a
- * Content-Length, the body lands in one recycled buffer instead of fresh memory.
+ * Content-Length, the body lands in one recycled buffer instead of fresh memory; with `alignAt`
+ * too, it lands where that byte of it falls on an 8-byte boundary, so that binary tensors starting
+ * there can be used in place, whatever the length of the JSON before them.
  */
-export function readBody(req: IncomingMessage, limit: number, pool?: BufferPool): Promise<Body> {
+export function readBody(req: IncomingMessage, limit: number, pool?: BufferPool, alignAt = 0): Promise<Body> {
   const declared = req.headers['content-length']
   if (declared !== undefined && Number(declared) > limit) {
     return Promise.reject(new HttpError(413, `request body of ${declared} bytes exceeds the limit of ${limit} bytes`))
   }
   const length = declared !== undefined && /^\d+$/.test(declared) ? Number(declared) : undefined
-  const target = pool && length !== undefined && length > 0 ? Buffer.from(pool.take(length), 0, length) : undefined
+  const pad = Number.isSafeInteger(alignAt) && alignAt > 0 ? (8 - (alignAt % 8)) % 8 : 0
+  const target = pool && length !== undefined && length > 0 ? Buffer.from(pool.take(length + pad), pad, length) : undefined
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0

@@ -1,5 +1,6 @@
 import http, {type IncomingMessage, type ServerResponse} from 'node:http'
 import type {AddressInfo} from 'node:net'
+import v8 from 'node:v8'
 import {HttpError} from './http-error.js'
 import {BufferPool} from '../../util/buffer-pool.js'
 import {tensorBuffers} from './datatypes.js'
@@ -115,6 +116,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   metrics.gauge('kiln_serve_pool_size', 'Inference workers.', () => [{value: pool.size}])
   metrics.gauge('kiln_serve_inflight_requests', 'HTTP requests being handled.', () => [{value: inflight}])
   metrics.gauge('kiln_serve_models_ready', 'Models in the READY state.', () => [{value: repository.readyCount()}])
+  metrics.gauge('kiln_serve_heap_space_bytes', "Size of each space of the HTTP thread's JavaScript heap.", () =>
+    v8.getHeapSpaceStatistics().map((s) => ({labels: {space: s.space_name}, value: s.space_size})),
+  )
 
   function requireToken(req: IncomingMessage): void {
     const verdict = checkToken(req)
@@ -124,13 +128,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   }
 
   async function infer(req: IncomingMessage, res: ServerResponse, r: Extract<Route, {kind: 'infer'}>, started: number): Promise<{status: number; version?: string}> {
-    const body = await readBody(req, options.maxBody, buffers)
+    const header = req.headers['inference-header-content-length']
+    const headerLength = Array.isArray(header) ? header[0] : header
+    // The binary tensors start right after the JSON header: read the body so that they are aligned.
+    const body = await readBody(req, options.maxBody, buffers, Number(headerLength) || 0)
     let served: ReturnType<typeof repository.acquire> | undefined
     let request: ReturnType<typeof decodeInferRequest> | undefined
     try {
       const target = repository.find(r.model, r.version)
-      const headerLength = req.headers['inference-header-content-length']
-      const {json, binary} = splitBody(body.bytes, Array.isArray(headerLength) ? headerLength[0] : headerLength)
+      const {json, binary} = splitBody(body.bytes, headerLength)
       // Binary inputs stay in the (recycled) body buffer, which moves to the worker as it is.
       request = decodeInferRequest(json, binary, target.signature, body.pooled ? {inPlace: true, buffers} : {buffers})
       served = repository.acquire(r.model, r.version)
