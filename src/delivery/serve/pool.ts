@@ -2,6 +2,7 @@ import {Worker} from 'node:worker_threads'
 import {tensorBuffers} from './datatypes.js'
 import type {RawTensor} from './datatypes.js'
 import type {BufferPool} from '../../util/buffer-pool.js'
+import {reapplyHeapTuning} from './heap.js'
 import {HttpError} from './http-error.js'
 import {SessionHost} from './session-host.js'
 import type {FromWorker, ModelPayload, SessionValueInfo, ToWorker} from './worker-protocol.js'
@@ -57,7 +58,7 @@ interface Pending {
 interface Slot {
   worker: Worker
   pending: Map<number, Pending>
-  /** Runs sent to this worker and not answered yet (at most {@link PIPELINE_DEPTH}). */
+  /** Runs sent to this worker and not answered yet (at most the pool's `depth`). */
   inflight: number
   /** False while a replacement worker is reloading the models its predecessor held. */
   ready: boolean
@@ -72,11 +73,15 @@ interface Job {
 }
 
 /**
- * Runs handed to one worker at a time: the one it executes and the next, already waiting in its
- * message port, so it starts again the moment it finishes instead of idling for a round trip
- * through the HTTP thread.
+ * Runs handed to one worker before it answers: the one it executes and those already waiting in
+ * its message port, so it starts again the moment it finishes instead of idling for a round trip
+ * through the HTTP thread. At least two; for fast models, as many as keep it busy through
+ * {@link COVER_MS} of the HTTP thread not answering: a full garbage collection there takes 5–15 ms,
+ * and with two in hand a worker running BlazeFace (1 ms) sat idle a quarter of the time.
  */
-const PIPELINE_DEPTH = 2
+const MIN_DEPTH = 2
+const MAX_DEPTH = 16
+const COVER_MS = 10
 
 /** A worker failure that is not the request's fault (crash, exit). */
 export class WorkerFailure extends Error {}
@@ -123,8 +128,14 @@ export class InferencePool implements InferenceRunner {
     return this.slots.reduce((n, s) => n + s.inflight, 0)
   }
 
+  /** Runs a worker may hold at once, from the smoothed run time (see {@link COVER_MS}). */
+  private get depth(): number {
+    return Math.min(MAX_DEPTH, Math.max(MIN_DEPTH, Math.ceil(COVER_MS / this.avgMs)))
+  }
+
   private spawn(index: number): Slot {
     const worker = startWorker(`kiln-infer-${index}`)
+    worker.once('online', reapplyHeapTuning)
     const slot: Slot = {worker, pending: new Map(), inflight: 0, ready: true}
     worker.on('message', (msg: FromWorker) => {
       const p = slot.pending.get(msg.id)
@@ -185,7 +196,8 @@ export class InferencePool implements InferenceRunner {
 
   run(key: string, inputs: RawTensor[], outputs: string[]): Promise<{outputs: RawTensor[]; ms: number}> {
     if (this.closed) return Promise.reject(shuttingDown())
-    const free = this.slots.some((s) => s.ready && s.inflight < PIPELINE_DEPTH)
+    const depth = this.depth
+    const free = this.slots.some((s) => s.ready && s.inflight < depth)
     if (!free && this.queue.length >= this.options.maxQueue) return Promise.reject(queueFull(this.running, this.queue.length, this.avgMs, this.slots.length))
     return new Promise((resolve, reject) => {
       this.queue.push({key, inputs, outputs, resolve, reject})
@@ -194,10 +206,11 @@ export class InferencePool implements InferenceRunner {
   }
 
   private dispatch(): void {
+    const depth = this.depth
     while (this.queue.length > 0) {
       // The least loaded worker first, so every worker runs before any gets a second job.
       let slot: Slot | undefined
-      for (const s of this.slots) if (s.ready && s.inflight < PIPELINE_DEPTH && (!slot || s.inflight < slot.inflight)) slot = s
+      for (const s of this.slots) if (s.ready && s.inflight < depth && (!slot || s.inflight < slot.inflight)) slot = s
       if (!slot) return
       const job = this.queue.shift()!
       const chosen = slot
