@@ -5,9 +5,6 @@ const SETTINGS = [
   ['--heap-growing-percent', '300'],
 ] as const
 
-/** The settings {@link tuneHeapForServing} applied, as V8 flags. */
-let applied: string[] = []
-
 /**
  * V8 garbage-collector settings for a process whose job is serving. `kiln serve` applies them as the
  * process starts (bin/run.js), before its heap has grown: set later, the new space keeps the size it
@@ -25,14 +22,13 @@ let applied: string[] = []
  */
 export function tuneHeapForServing(): void {
   const given = `${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS ?? ''}`.replaceAll('_', '-')
-  applied = SETTINGS.filter(([flag]) => !given.includes(flag)).map(([flag, value]) => `${flag}=${value}`)
-  for (const setting of applied) v8.setFlagsFromString(setting)
-}
-
-/**
- * Apply {@link tuneHeapForServing}'s settings again, if it applied any: starting a worker thread
- * sets V8's flags back to the process's command line.
- */
-export function reapplyHeapTuning(): void {
-  for (const setting of applied) v8.setFlagsFromString(setting)
+  const settings = SETTINGS.filter(([flag]) => !given.includes(flag)).map(([flag, value]) => `${flag}=${value}`)
+  if (settings.length === 0) return
+  const apply = (): void => {
+    for (const setting of settings) v8.setFlagsFromString(setting)
+  }
+  apply()
+  // Starting a worker thread (an inference worker, or the thread of a module loader's hooks) sets
+  // V8's flags back to the process's command line: apply them again once each one is up.
+  process.on('worker', (worker) => worker.once('online', apply))
 }

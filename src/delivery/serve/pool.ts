@@ -2,7 +2,6 @@ import {Worker} from 'node:worker_threads'
 import {tensorBuffers} from './datatypes.js'
 import type {RawTensor} from './datatypes.js'
 import type {BufferPool} from '../../util/buffer-pool.js'
-import {reapplyHeapTuning} from './heap.js'
 import {HttpError} from './http-error.js'
 import {SessionHost} from './session-host.js'
 import type {FromWorker, ModelPayload, SessionValueInfo, ToWorker} from './worker-protocol.js'
@@ -135,7 +134,6 @@ export class InferencePool implements InferenceRunner {
 
   private spawn(index: number): Slot {
     const worker = startWorker(`kiln-infer-${index}`)
-    worker.once('online', reapplyHeapTuning)
     const slot: Slot = {worker, pending: new Map(), inflight: 0, ready: true}
     worker.on('message', (msg: FromWorker) => {
       const p = slot.pending.get(msg.id)
