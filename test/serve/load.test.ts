@@ -1,4 +1,5 @@
 import * as fsp from 'node:fs/promises'
+import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import autocannon from 'autocannon'
@@ -44,13 +45,52 @@ describe.each(['1', '0'])('kiln serve under load, --pool %s', (pool) => {
       const refused = responses.filter((r) => r.status === 429)
       expect(refused.length).toBeGreaterThanOrEqual(1)
       expect(statuses.filter((s) => s === 200).length).toBeGreaterThanOrEqual(2)
+      // Room for one run (inline) or two in the worker's hands (a slow model), and one queued: the
+      // refusals come before a body is read, counting bodies still being read as queued.
+      const room = pool === '0' ? 2 : 3
       for (const r of refused) {
         expect(Number(r.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
-        expect((await r.json()).error).toMatch(/^too many requests: [12] in progress and 1 queued$/)
+        const m = /^too many requests: (\d+) in progress and (\d+) queued$/.exec((await r.json()).error)
+        expect(m).not.toBeNull()
+        expect(Number(m![1]) + Number(m![2])).toBe(room)
       }
       const text = await (await fetch(`${server.url}/metrics`)).text()
       expect(text).toContain(`kiln_serve_infer_requests_total{model="det",version="",status="429"} ${refused.length}`)
     } finally {
+      await server.stop()
+    }
+  })
+
+  it('counts bodies still being read as queued, and refuses before reading a body', async () => {
+    const server = await startServe([repo, '--pool', pool, '--threads', '1', '--max-queue', '1'])
+    const sockets: net.Socket[] = []
+    /** An infer request that sends its headers and `bodyBytes` of a declared 5 MB body, and the first answer line, if any comes in `ms`. */
+    const upload = (bodyBytes: number, ms: number) =>
+      new Promise<string>((resolve, reject) => {
+        const {port, hostname} = new URL(server.url)
+        const socket = net.connect(Number(port), hostname, () => {
+          socket.write(`POST /v2/models/det/infer HTTP/1.1\r\nhost: ${hostname}\r\ncontent-type: application/octet-stream\r\ncontent-length: 5000000\r\n\r\n`)
+          if (bodyBytes > 0) socket.write(Buffer.alloc(bodyBytes, 32))
+        })
+        sockets.push(socket)
+        let text = ''
+        socket.on('data', (d: Buffer) => {
+          text += d.toString('latin1')
+          if (text.includes('\r\n')) resolve(text.split('\r\n')[0]!)
+        })
+        socket.on('error', reject)
+        setTimeout(() => resolve(text.split('\r\n')[0]!), ms)
+      })
+    try {
+      // Room for one run (inline) or two in the worker's hands, and one queued: that many uploads
+      // that stall halfway are let in, and wait for the rest of their bodies.
+      const room = pool === '0' ? 2 : 3
+      const stalled = await Promise.all(Array.from({length: room}, () => upload(1000, 500)))
+      expect(stalled).toEqual(Array.from({length: room}, () => ''))
+      // The next is refused at once, without a byte of its body read.
+      expect(await upload(0, 5000)).toBe('HTTP/1.1 429 Too Many Requests')
+    } finally {
+      for (const s of sockets) s.destroy()
       await server.stop()
     }
   })

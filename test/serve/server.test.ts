@@ -204,7 +204,15 @@ describe('kiln serve: model repository API', () => {
 
 describe('kiln serve: observability', () => {
   it('exposes Prometheus metrics and writes JSON logs without secrets', async () => {
+    // Requests for models that do not exist are counted without their made-up names: they must
+    // not add series without end.
+    for (const name of ['no-such-model-1', 'no-such-model-2']) {
+      expect((await fetch(`${server.url}/v2/models/${name}/ready`)).status).toBe(404)
+      expect((await fetch(`${server.url}/v2/models/${name}/infer`, {method: 'POST', body: '{}'})).status).toBe(404)
+    }
     const text = await (await fetch(`${server.url}/metrics`)).text()
+    expect(text).not.toContain('no-such-model')
+    expect(text).toMatch(/^kiln_serve_infer_requests_total\{model="",version="",status="404"\} 2$/m)
     expect(text).toMatch(/^# TYPE kiln_serve_infer_requests_total counter$/m)
     expect(text).toMatch(/^kiln_serve_infer_requests_total\{model="blazeface",version="1",status="200"\} 2$/m)
     expect(text).toMatch(/^kiln_serve_infer_requests_total\{model="vad",version="",status="400"\} [1-9]\d*$/m)

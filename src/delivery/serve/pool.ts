@@ -32,6 +32,12 @@ export interface InferenceRunner {
   load(key: string, model: ModelPayload): Promise<LoadedSignature>
   unload(key: string): Promise<void>
   /**
+   * Throw the 429 a request arriving now would get, counting `waiting` requests that are on their
+   * way in (bodies still being read) as already queued: called before a body is read, so that a
+   * full server never holds more bodies than it has room to run and queue.
+   */
+  admit(waiting: number): void
+  /**
    * Run a model. Rejects with a 429 `HttpError` at once when the queue is full, and with the
    * session's own message (400) when onnxruntime refuses the inputs.
    */
@@ -192,6 +198,12 @@ export class InferencePool implements InferenceRunner {
     await Promise.allSettled(this.slots.map((s) => this.send(s, {op: 'unload', id: 0, key})))
   }
 
+  admit(waiting: number): void {
+    if (this.closed) throw shuttingDown()
+    const capacity = this.slots.length * this.depth + this.options.maxQueue
+    if (this.running + this.queue.length + waiting >= capacity) throw queueFull(this.running, this.queue.length + waiting, this.avgMs, this.slots.length)
+  }
+
   run(key: string, inputs: RawTensor[], outputs: string[]): Promise<{outputs: RawTensor[]; ms: number}> {
     if (this.closed) return Promise.reject(shuttingDown())
     const depth = this.depth
@@ -275,6 +287,11 @@ export class InlinePool implements InferenceRunner {
 
   unload(key: string): Promise<void> {
     return this.host.unload(key)
+  }
+
+  admit(waiting: number): void {
+    if (this.closed) throw shuttingDown()
+    if (this.active + this.queue.length + waiting >= 1 + this.options.maxQueue) throw queueFull(this.active, this.queue.length + waiting, this.avgMs, 1)
   }
 
   run(key: string, inputs: RawTensor[], outputs: string[]): Promise<{outputs: RawTensor[]; ms: number}> {

@@ -258,6 +258,11 @@ export class ModelRepository {
     return v
   }
 
+  /** Whether a model of this name is in the repository, in any state. */
+  has(name: string): boolean {
+    return this.models.has(name)
+  }
+
   versionsOf(name: string): string[] {
     return [...(this.models.get(name)?.versions.keys() ?? [])].sort(compareVersions)
   }

@@ -109,6 +109,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   let draining = false
   let startupDone = false
   let inflight = 0
+  /** Infer requests whose bodies are being read. */
+  let reading = 0
   let idle: (() => void) | undefined
 
   metrics.gauge('kiln_serve_queue_depth', 'Infer requests waiting for a free inference worker.', () => [{value: pool.queueDepth}])
@@ -130,16 +132,26 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   async function infer(req: IncomingMessage, res: ServerResponse, r: Extract<Route, {kind: 'infer'}>, started: number): Promise<{status: number; version?: string}> {
     const header = req.headers['inference-header-content-length']
     const headerLength = Array.isArray(header) ? header[0] : header
-    // The binary tensors start right after the JSON header: read the body so that they are aligned.
-    const body = await readBody(req, options.maxBody, buffers, Number(headerLength) || 0)
+    // An unknown model, or a full server, is refused before the body is read; bodies being read
+    // count as queued.
+    repository.find(r.model, r.version)
+    pool.admit(reading)
+    reading++
+    let body: Awaited<ReturnType<typeof readBody>>
+    try {
+      // The binary tensors start right after the JSON header: read the body so that they are aligned.
+      body = await readBody(req, options.maxBody, buffers, Number(headerLength) || 0)
+    } finally {
+      reading--
+    }
     let served: ReturnType<typeof repository.acquire> | undefined
     let request: ReturnType<typeof decodeInferRequest> | undefined
     try {
-      const target = repository.find(r.model, r.version)
+      // The version is looked up again: it may have been unloaded while the body arrived.
+      served = repository.acquire(r.model, r.version)
       const {json, binary} = splitBody(body.bytes, headerLength)
       // Binary inputs stay in the (recycled) body buffer, which moves to the worker as it is.
-      request = decodeInferRequest(json, binary, target.signature, body.pooled ? {inPlace: true, buffers} : {buffers})
-      served = repository.acquire(r.model, r.version)
+      request = decodeInferRequest(json, binary, served.signature, body.pooled ? {inPlace: true, buffers} : {buffers})
       const queued = performance.now()
       const result = await pool.run(served.key, request.inputs, request.outputs.map((o) => o.name))
       const labels = {model: served.model, version: served.version}
@@ -266,11 +278,16 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     )
   })
 
+  /**
+   * The model a failed request named, for its metrics and log line; undefined unless the
+   * repository has it, so that requests for made-up names cannot add series without end.
+   */
   function modelOf(url: string | undefined): string | undefined {
     const m = /^\/v2\/(?:repository\/)?models\/([^/?]+)/.exec(url ?? '')
     if (!m) return undefined
     try {
-      return decodeURIComponent(m[1]!)
+      const name = decodeURIComponent(m[1]!)
+      return repository.has(name) ? name : undefined
     } catch {
       return undefined
     }
