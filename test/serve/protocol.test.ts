@@ -60,11 +60,28 @@ describe('infer request decoding', () => {
     ])
   })
 
-  it('accepts data nested along the shape', () => {
+  it('accepts data nested along the shape, and refuses nesting that does not follow it', () => {
     const body = request()
     ;(body.inputs as any[])[0].data = [[1, 2, 3, 4]]
     const r = decodeInferRequest(body, Buffer.alloc(0), SILERO)
     expect(Array.from(r.inputs[0]!.data as Float32Array)).toEqual([1, 2, 3, 4])
+    const batch2 = request({}, 2)
+    ;(batch2.inputs as any[])[0].data = [
+      [1, 2, 3, 4],
+      [5, 6, 7, 8],
+    ]
+    expect(Array.from(decodeInferRequest(batch2, Buffer.alloc(0), SILERO).inputs[0]!.data as Float32Array)).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
+    // Eight numbers, but not two rows of four.
+    ;(batch2.inputs as any[])[0].data = [[1, 2, 3, 4, 5], [6, 7, 8]]
+    expect(refusal(() => decodeInferRequest(batch2, Buffer.alloc(0), SILERO)).message).toBe(`input 'input': "data", entry 0 has 5 elements but shape [2, 4] needs 4 there`)
+    ;(batch2.inputs as any[])[0].data = [[1, 2, 3, 4], 5, 6, 7, 8]
+    expect(refusal(() => decodeInferRequest(batch2, Buffer.alloc(0), SILERO)).message).toBe(`input 'input': "data" has 5 entries but shape [2, 4] needs 2`)
+    // Deeper levels are checked too.
+    const h = request()
+    ;(h.inputs as any[])[2].data = [[new Array(64).fill(0)], [new Array(63).fill(0)]]
+    expect(refusal(() => decodeInferRequest(h, Buffer.alloc(0), SILERO)).message).toBe(`input 'h': "data" at depth 1, entry 1 has 63 elements but shape [2, 1, 64] needs 64 there`)
+    ;(h.inputs as any[])[2].data = [[new Array(64).fill(0)], [new Array(63).fill(0), [0]]]
+    expect(refusal(() => decodeInferRequest(h, Buffer.alloc(0), SILERO)).message).toBe(`input 'h': "data", entry 1 has 2 elements but shape [2, 1, 64] needs 1 there`)
   })
 
   it('names the tensor and the problem for every kind of mismatch', () => {

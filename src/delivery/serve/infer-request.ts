@@ -188,8 +188,7 @@ function fromBinary(name: string, datatype: OipDatatype, dims: number[], count: 
 
 function fromJson(name: string, datatype: OipDatatype, dims: number[], count: number, raw: unknown): RawTensor {
   if (!Array.isArray(raw)) throw badRequest(`input '${name}': "data" must be an array`)
-  // Nested data follows the shape, so rank-1 levels flatten it; deeper nesting is an error, not a deep recursion.
-  const flat: unknown[] = dims.length > 1 && raw.some((v) => Array.isArray(v)) ? raw.flat(dims.length - 1) : raw
+  const flat = dims.length > 1 && raw.some((v) => Array.isArray(v)) ? flattenNested(name, dims, raw) : raw
   if (flat.length !== count) {
     throw badRequest(`input '${name}': shape ${describeDims(dims)} needs ${count} elements but "data" has ${flat.length}`)
   }
@@ -204,6 +203,27 @@ function fromJson(name: string, datatype: OipDatatype, dims: number[], count: nu
     if (problem) throw badRequest(`input '${name}': element ${i} is ${JSON.stringify(flat[i]) ?? 'missing'}: ${problem} for ${datatype}`)
   }
   return {name, type: ortTypeOf(datatype), dims, data}
+}
+
+/**
+ * Nested data flattened level by level, each level checked against the shape: `[[1, 2, 3], [4]]`
+ * has four elements but is not a [2, 2] tensor. Deeper nesting than the rank is an error, not a
+ * deep recursion.
+ */
+function flattenNested(name: string, dims: number[], raw: unknown[]): unknown[] {
+  let level = raw
+  for (let d = 0; d < dims.length - 1; d++) {
+    const want = dims.slice(0, d + 1).reduce((a, b) => a * b, 1)
+    const where = d === 0 ? '"data"' : `"data" at depth ${d}`
+    if (level.length !== want) throw badRequest(`input '${name}': ${where} has ${level.length} entries but shape ${describeDims(dims)} needs ${want}`)
+    const bad = level.findIndex((v) => !Array.isArray(v) || v.length !== dims[d + 1])
+    if (bad >= 0) {
+      const v = level[bad]
+      throw badRequest(`input '${name}': ${where}, entry ${bad} ${Array.isArray(v) ? `has ${v.length} elements` : 'is not an array'} but shape ${describeDims(dims)} needs ${dims[d + 1]} there`)
+    }
+    level = level.flat()
+  }
+  return level
 }
 
 function decodeOutputs(raw: unknown, sig: ModelSignature, allBinary: boolean): RequestedOutput[] {
