@@ -1,6 +1,7 @@
 import * as fsp from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
+import {pathToFileURL} from 'node:url'
 import ort from 'onnxruntime-node'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {makeGraph, makeModel, makeNode, makeValueInfo} from '../../src/onnx/build.js'
@@ -225,5 +226,27 @@ describe('kiln serve: observability', () => {
     expect(lines.filter((l) => l.msg === 'model ready').map((l) => l.model)).toEqual(expect.arrayContaining(['blazeface', 'vad', 'cls', 'pushed']))
     expect(lines.some((l) => l.msg === 'request' && l.status === 401)).toBe(true)
     expect(server.stderr()).not.toContain(TOKEN)
+  })
+})
+
+describe('kiln serve: a file:// repository, and no token', () => {
+  it('serves a file:// URL with escaped characters, and disables the repository API without a token (403)', async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'kiln serve repo '))
+    await fsp.copyFile(MODELS.blazeface, path.join(dir, 'face.onnx'))
+    const url = pathToFileURL(dir).href
+    expect(url).toContain('%20')
+    const plain = await startServe([url])
+    try {
+      expect((await fetch(`${plain.url}/v2/models/face/ready`)).status).toBe(200)
+      const index = await post(`${plain.url}/v2/repository/index`, {}, auth)
+      expect(index.status).toBe(403)
+      expect((await index.json()).error).toMatch(/disabled: the server was started without a token/)
+      const push = await post(`${plain.url}/v2/repository/models/intruder/load`, {parameters: {config: '{}', 'file:1/model.onnx': (await fsp.readFile(MODELS.ocrCls)).toString('base64')}}, auth)
+      expect(push.status).toBe(403)
+      expect((await fetch(`${plain.url}/v2/models/intruder`)).status).toBe(404)
+    } finally {
+      await plain.stop()
+      await fsp.rm(dir, {recursive: true, force: true})
+    }
   })
 })

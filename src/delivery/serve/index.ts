@@ -1,5 +1,6 @@
 import os from 'node:os'
 import path from 'node:path'
+import {fileURLToPath} from 'node:url'
 import {UsageError} from '../../errors.js'
 import {jsonLogger, type LogLevel} from './log.js'
 import {type RunningServer, startServer} from './server.js'
@@ -50,7 +51,7 @@ async function sourceFor(repository: string | undefined, s3: S3SourceOptions | u
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(repository) && !repository.startsWith('file://')) {
     throw new UsageError(`cannot serve from '${repository}'`, {tryMessage: 'Give a folder, file:///path or s3://bucket/prefix/.'})
   }
-  return directorySource(path.resolve(repository.startsWith('file://') ? new URL(repository).pathname : repository))
+  return directorySource(path.resolve(repository.startsWith('file://') ? fileURLToPath(repository) : repository))
 }
 
 /** Start serving; the returned server runs until `close()`. */
