@@ -5,6 +5,7 @@ import ort from 'onnxruntime-node'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {kiln} from '../helpers/cli.js'
 import {MODELS} from '../helpers/fixtures.js'
+import {prepareVersion} from '../../src/delivery/serve/version-loader.js'
 import {type ServeProcess, startServe} from './helpers.js'
 import {blazefaceInput, maxAbsDiff, runDirect} from './inputs.js'
 
@@ -140,5 +141,20 @@ describe('kiln serve: signed and encrypted artifacts', () => {
     } finally {
       await keyless.stop()
     }
+  })
+})
+
+describe('kiln serve: a verified plain model', () => {
+  it('is loaded from the bytes whose digest the signature gives, not read again by path', async () => {
+    const dir = path.join(tmp, 'plain-signed')
+    await fsp.mkdir(dir)
+    await fsp.copyFile(MODELS.ocrCls, path.join(dir, 'model.onnx'))
+    await cli(['sign', dir, '--key', path.join(keys, 'signing.key')])
+    const publicKeyPem = await fsp.readFile(path.join(keys, 'signing.pub'), 'utf8')
+    const verified = await prepareVersion({kind: 'dir', dir}, {publicKeyPem})
+    expect(verified.verified).toBe(true)
+    expect('bytes' in verified.payload && Buffer.from(verified.payload.bytes).equals(await fsp.readFile(MODELS.ocrCls))).toBe(true)
+    // Without --pub there is nothing to hold the file to: onnxruntime opens it by path.
+    expect((await prepareVersion({kind: 'dir', dir}, {})).payload).toEqual({path: path.join(dir, 'model.onnx')})
   })
 })

@@ -1,3 +1,4 @@
+import {createHash} from 'node:crypto'
 import * as fsp from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -60,18 +61,24 @@ export function pickModelFile(rels: string[]): string {
   throw new RefusedVersion(`several model files (${pool.join(', ')}); cannot tell which to serve`, 'Publish one model per version folder, or name the one to serve model.onnx.')
 }
 
-async function verify(dir: string, security: LoadSecurity): Promise<boolean> {
-  if (!security.publicKeyPem) return false
+/** Verify a version folder's signature; the signed sha256 of each file, or undefined without --pub. */
+async function verify(dir: string, security: LoadSecurity): Promise<Map<string, string> | undefined> {
+  if (!security.publicKeyPem) return undefined
   try {
-    await verifyDirectory(dir, security.publicKeyPem)
-    return true
+    const {files} = await verifyDirectory(dir, security.publicKeyPem)
+    return new Map(files.map((f) => [f.path, f.sha256]))
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error)
     throw new RefusedVersion(`signature verification failed: ${message.split(dir + path.sep).join('').split(dir).join('<version>')}`, 'Serve only artifacts signed with the key that --pub names; re-publish a signed version.', error)
   }
 }
 
-async function readModel(file: string, rel: string, security: LoadSecurity, keepPath: boolean): Promise<{payload: ModelPayload; encrypted: boolean}> {
+/**
+ * Read a model file into what a worker loads. `signedSha256`: the digest its verified signature
+ * gives; the model is then loaded from the very bytes that match it, so a file changed after the
+ * check is refused rather than run (an encrypted one is authenticated by its own decryption).
+ */
+async function readModel(file: string, rel: string, security: LoadSecurity, keepPath: boolean, signedSha256?: string): Promise<{payload: ModelPayload; encrypted: boolean}> {
   if (await isEncryptedFile(file)) {
     if (!security.dataKey) throw new RefusedVersion(`${rel} is encrypted and the server has no data key`, 'Start kiln serve with --key data.key (or env:NAME).')
     let plain: Buffer
@@ -81,6 +88,13 @@ async function readModel(file: string, rel: string, security: LoadSecurity, keep
       throw new RefusedVersion(`cannot decrypt ${rel}: ${error instanceof Error ? error.message : String(error)}`, 'Check that --key is the data key the model was encrypted with.', error)
     }
     return {payload: {bytes: isZstd(plain) ? await decompressBytes(plain) : plain}, encrypted: true}
+  }
+  if (signedSha256 !== undefined) {
+    const bytes = await fsp.readFile(file)
+    if (createHash('sha256').update(bytes).digest('hex') !== signedSha256) {
+      throw new RefusedVersion(`${rel} changed after its signature was verified`, 'Never write into a version folder that is being served; publish a new version.')
+    }
+    return {payload: {bytes: isZstd(bytes) ? await decompressBytes(bytes) : bytes}, encrypted: false}
   }
   const head = Buffer.alloc(4)
   const fh = await fsp.open(file, 'r')
@@ -124,11 +138,13 @@ export async function prepareVersion(origin: VersionOrigin, security: LoadSecuri
   }
   const dir = origin.kind === 'dir' ? origin.dir : await materialise(origin.files)
   try {
-    const verified = await verify(dir, security)
+    const signed = await verify(dir, security)
     const rels = await listFiles(dir)
     const modelFile = pickModelFile(rels)
-    const {payload, encrypted} = await readModel(path.join(dir, ...modelFile.split('/')), modelFile, security, origin.kind === 'dir')
-    return {payload, modelFile, verified, encrypted}
+    // Weights in external files are read by onnxruntime beside the model, so such a model is loaded by path.
+    const external = rels.some((r) => r.endsWith('.data'))
+    const {payload, encrypted} = await readModel(path.join(dir, ...modelFile.split('/')), modelFile, security, origin.kind === 'dir', external ? undefined : signed?.get(modelFile))
+    return {payload, modelFile, verified: signed !== undefined, encrypted}
   } finally {
     if (origin.kind === 'memory') await fsp.rm(dir, {recursive: true, force: true})
   }
