@@ -68,6 +68,22 @@ describe('publish to an Open Inference Protocol endpoint', () => {
     expect((err as Error).message).not.toContain('not-the-token')
   })
 
+  it("says how to raise the server's body limit when the model is too large for it", async () => {
+    // A server that takes bodies of 64 KiB: a real model does not fit, base64-encoded in JSON.
+    const small = await serve({host: '127.0.0.1', port: 0, token: TOKEN, pool: 0, maxBody: 64 * 1024, version: 'test', logLevel: 'error', security: {}})
+    try {
+      const err = await publishArtifact(MODELS.blazeface, {to: [`oip+${small.url}/big`], baseDir: work, vars, oip: {token: 'env:KILN_TEST_OIP_TOKEN'}}).catch((e: Error) => e)
+      expect(err).toMatchObject({code: 'E_OIP_LOAD'})
+      expect((err as Error).message).toMatch(/answered 413/)
+      const tryMessage = (err as {tryMessage?: string}).tryMessage ?? ''
+      expect(tryMessage).toMatch(/kiln serve --max-body \d+/)
+      // The suggested limit fits the request that was refused.
+      expect(Number(/--max-body (\d+)/.exec(tryMessage)![1])).toBeGreaterThan(((await fs.promises.stat(MODELS.blazeface)).size * 4) / 3)
+    } finally {
+      await small.close()
+    }
+  })
+
   it('refuses a literal token in the settings', async () => {
     await expect(publishArtifact(MODELS.blazeface, {to: [`oip+${server.url}/x`], baseDir: work, vars, oip: {token: TOKEN}})).rejects.toThrow(/env:NAME/)
   })

@@ -109,10 +109,15 @@ export async function publishToOip(req: PublishRequest): Promise<PublishOutcome>
     if (error instanceof KilnError) throw error
     if (error instanceof HttpFailure) {
       const auth = error.status === 401 || error.status === 403
+      const tooLarge = error.status === 413
       throw new KilnError(`${where} answered ${error.status}: ${error.message}`, {
         code: auth ? 'E_OIP_AUTH' : 'E_OIP_LOAD',
         cause: error,
-        tryMessage: auth ? 'Set the endpoint token (with.oip.token: env:NAME, or KILN_SERVE_TOKEN).' : 'Check that the server accepts ONNX models through its repository API.',
+        tryMessage: auth
+          ? 'Set the endpoint token (with.oip.token: env:NAME, or KILN_SERVE_TOKEN).'
+          : tooLarge
+            ? `The model travels base64-encoded in one JSON request of ${body.length} bytes: raise the server's body limit (kiln serve --max-body ${Math.ceil((body.length * 1.05) / 2 ** 20) * 2 ** 20}).`
+            : 'Check that the server accepts ONNX models through its repository API.',
       })
     }
     throw new KilnError(`cannot reach ${where}: ${(error as Error).message}`, {code: 'E_OIP_UNREACHABLE', cause: error, tryMessage: 'Check the host and port, and that the server is running.'})
