@@ -214,6 +214,7 @@ async function main(): Promise<void> {
         }
         const r = await load(server, w, SECONDS)
         const ok = failed === 0 && r.errors === 0 && r.non2xx === 0 && r.timeouts === 0
+        if (!ok) process.exitCode = 1
         console.log(
           `  ${''.padEnd(22)} sustained autocannon ${SECONDS} s: ${fmt(r.requests.total / r.duration)} req/s, p50 ${fmt(r.latency.p50)} ms, p99 ${fmt(r.latency.p99)} ms, errors ${r.errors}, non-2xx ${r.non2xx}, timeouts ${r.timeouts}, failed in the slices ${failed}${ok ? '' : '  <-- FAILED'}`,
         )
@@ -267,6 +268,7 @@ async function main(): Promise<void> {
     const still = await fetch(`${server.url}/v2/models/fashion_cnn/infer`, {method: 'POST', ...binaryRequest(workloads[0]!)})
     const total = [...counts.values()].reduce((n, e) => n + e.n, 0)
     const bad = [...counts.values()].reduce((n, e) => n + e.bad, 0)
+    if (bad > 0 || live !== 200 || still.status !== 200) process.exitCode = 1
     console.log(`\nfuzz: ${total} malformed requests, ${total - bad} answered 4xx, ${bad} otherwise; afterwards live=${live}, valid infer=${still.status}, process ${server.proc.exitCode === null ? 'running' : 'exited'}`)
     for (const [kind, e] of counts) console.log(`  ${kind.padEnd(28)} ${String(e.n).padStart(4)}${e.bad ? `  (${e.bad} not 4xx)` : ''}`)
   } finally {

@@ -35,7 +35,7 @@ export default class Serve extends KilnCommand {
     pub: Flags.string({description: 'Ed25519 public key (signing.pub): refuse any model version whose signature does not verify.'}),
     pool: Flags.integer({description: 'Inference workers: requests that run at once. 0 runs inference on the HTTP thread itself: the least overhead per request for small fast models, but health checks and metrics wait while a model runs.', default: 1, min: 0}),
     threads: Flags.integer({description: 'onnxruntime intra-op threads per worker (default: cores / pool).', min: 1}),
-    'max-queue': Flags.integer({description: 'Requests that may wait for a worker; beyond it the answer is 429 with Retry-After.', default: 64, min: 0}),
+    'max-queue': Flags.integer({description: 'Requests that may wait for a worker, beyond those the workers hold (each takes up to 10 ms of runs, at most 16); bodies still arriving count. Beyond it the answer is 429 with Retry-After, before the body is read.', default: 64, min: 0}),
     'max-body': Flags.integer({description: 'Largest request body in bytes (413 beyond).', default: 64 * 1024 * 1024, min: 1024}),
     'drain-timeout': Flags.integer({description: 'Seconds shutdown waits for in-flight requests.', default: 30, min: 0}),
     's3-endpoint': Flags.string({description: 'S3 endpoint URL for an s3:// repository (default: AWS_ENDPOINT_URL_S3 / AWS).'}),
