@@ -161,8 +161,11 @@ async function main(): Promise<void> {
   // The machine is shared and noisy, so the ratios come from short slices taken in turn (ROUNDS of
   // each: bare loop, autocannon, minimal client): by wall-clock throughput, and by the server's CPU
   // time per inference (its process, all threads, from /proc), which another tenant's load disturbs
-  // far less. The load figures (errors, p99) come from one sustained autocannon run.
-  const ROUNDS = 4
+  // far less. The load figures (errors, p99) come from one sustained autocannon run. A served slice
+  // lasts 4 s: autocannon's first few hundred milliseconds (connecting, warming up) cost a 2 s
+  // slice several points against the sustained rate.
+  const ROUNDS = 3
+  const SLICE = 4
   const add = (a: Slice, b: Slice): Slice => ({n: a.n + b.n, seconds: a.seconds + b.seconds, cpu: a.cpu + b.cpu})
   const none = (): Slice => ({n: 0, seconds: 0, cpu: 0})
   for (const threads of THREADS ?? [1, cores]) for (const pool of ['1', '0']) {
@@ -188,14 +191,14 @@ async function main(): Promise<void> {
         const served = {autocannon: {...none(), client: 0}, minimal: {...none(), client: 0}}
         let failed = 0
         for (let r = 0; r < ROUNDS; r++) {
-          bare = add(bare, await bareLoop(session, w, 1.5))
+          bare = add(bare, await bareLoop(session, w, 2))
           const a = await servedSlice(async () => {
-            const res = await load(server, w, 2)
+            const res = await load(server, w, SLICE)
             failed += res.errors + res.non2xx + res.timeouts
             return {n: res.requests.total, seconds: res.duration}
           })
           const m = await servedSlice(async () => {
-            const res = await minimalLoad(server, w, 2)
+            const res = await minimalLoad(server, w, SLICE)
             failed += res.failed
             return res
           })
