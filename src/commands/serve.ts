@@ -96,6 +96,9 @@ export default class Serve extends KilnCommand {
     })
     process.stderr.write(`${JSON.stringify({time: new Date().toISOString(), level: 'info', msg: 'shutting down', signal})}\n`)
     const closed = await server.close()
+    // Requests still running when the drain timeout passed had their connections closed: say how many.
+    const level = closed.drained ? 'info' : 'warn'
+    process.stderr.write(`${JSON.stringify({time: new Date().toISOString(), level, msg: 'stopped', drained: closed.drained, abandoned: closed.inflight})}\n`)
     return {url: server.url, drained: closed.drained, abandoned: closed.inflight}
   }
 }

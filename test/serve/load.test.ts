@@ -121,7 +121,23 @@ describe.each(['1', '0'])('kiln serve under load, --pool %s', (pool) => {
     const {code, stderr} = await stopped
     expect(code).toBe(0)
     expect(logLines(stderr).some((l) => l.msg === 'shutting down' && l.signal === 'SIGTERM')).toBe(true)
+    expect(logLines(stderr).find((l) => l.msg === 'stopped')).toMatchObject({level: 'info', drained: true, abandoned: 0})
     await expect(fetch(`${server.url}/v2/health/live`)).rejects.toThrow()
+  })
+
+  it('cuts off what is still running when the drain timeout passes, and says so', async () => {
+    const server = await startServe([repo, '--pool', pool, '--threads', '1', '--max-queue', '8', '--drain-timeout', '0'])
+    const req = detectionRequest(640)
+    const inflight = Array.from({length: 3}, () => fetch(`${server.url}/v2/models/det/infer`, {method: 'POST', ...req}).then((r) => r.status, () => 'cut off'))
+    if (pool === '0') await new Promise((r) => setTimeout(r, 150))
+    else for (let i = 0; i < 200 && (await metric(server.url, 'kiln_serve_running')) < 1; i++) await new Promise((r) => setTimeout(r, 25))
+    const {code, stderr} = await server.stop('SIGTERM')
+    expect(code).toBe(0)
+    const statuses = await Promise.all(inflight)
+    expect(statuses).toContain('cut off')
+    const stopped = logLines(stderr).find((l) => l.msg === 'stopped')
+    expect(stopped).toMatchObject({level: 'warn', drained: false})
+    expect(stopped!.abandoned).toBeGreaterThanOrEqual(1)
   })
 
   it('sustains a short autocannon load with no errors', async () => {
