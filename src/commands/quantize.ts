@@ -30,7 +30,7 @@ export default class Quantize extends KilnCommand {
     output: Flags.string({char: 'o', description: 'Output ONNX model path.', required: true}),
     mode: Flags.string({description: 'Quantization mode.', options: ['dynamic', 'static', 'fp16', 'int4'], required: true}),
     calibration: Flags.string({description: 'Calibration data (.npz whose arrays are named after the model inputs) for static mode and int4 GPTQ; with fp16, tensors whose values exceed float16\'s range stay float32.'}),
-    method: Flags.string({description: 'Calibration method (static; default minmax). average: each sample\'s own range, averaged, so that a few extreme samples do not set it.', options: [...CALIBRATION_METHODS]}),
+    method: Flags.string({description: 'Calibration method (static). average: each sample\'s own range, averaged, so that a few extreme samples do not set it. Unset: minmax and average are both checked on the calibration samples, and the one closer to the float model is kept.', options: [...CALIBRATION_METHODS]}),
     percentile: Flags.string({description: 'Percentile of |x| kept by --method percentile (default 99.999).'}),
     'per-channel': Flags.boolean({description: 'Per-channel weights (static, dynamic; default on).', allowNo: true}),
     activations: Flags.string({description: 'Activation type for static mode (default uint8: U8S8).', options: ['uint8', 'int8']}),

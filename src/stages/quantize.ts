@@ -13,7 +13,7 @@ const schema = z.strictObject({
       datasetRef.transform((dataset): {dataset: string; method?: CalibrationMethod; percentile?: number} => ({dataset})),
       z.strictObject({
         dataset: datasetRef,
-        method: z.enum(CALIBRATION_METHODS).optional().describe('`minmax` (default), `percentile`, `entropy` (KL divergence) or `average` (each sample\'s own range, averaged, so that a few extreme samples do not set it).'),
+        method: z.enum(CALIBRATION_METHODS).optional().describe('`minmax`, `percentile`, `entropy` (KL divergence) or `average` (each sample\'s own range, averaged, so that a few extreme samples do not set it). Unset: `minmax` and `average` are both checked on the calibration samples, and the one closer to the float model is kept.'),
         percentile: z.number().gt(50).max(100).optional().describe('Percentile of |x| kept by `percentile`. Default 99.999.'),
       }),
     ])
