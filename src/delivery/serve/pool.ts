@@ -200,15 +200,17 @@ export class InferencePool implements InferenceRunner {
 
   admit(waiting: number): void {
     if (this.closed) throw shuttingDown()
-    const capacity = this.slots.length * this.depth + this.options.maxQueue
+    // Room: what the ready workers may hold, and the queue.
+    const capacity = this.slots.filter((s) => s.ready).length * this.depth + this.options.maxQueue
     if (this.running + this.queue.length + waiting >= capacity) throw queueFull(this.running, this.queue.length + waiting, this.avgMs, this.slots.length)
   }
 
   run(key: string, inputs: RawTensor[], outputs: string[]): Promise<{outputs: RawTensor[]; ms: number}> {
-    if (this.closed) return Promise.reject(shuttingDown())
-    const depth = this.depth
-    const free = this.slots.some((s) => s.ready && s.inflight < depth)
-    if (!free && this.queue.length >= this.options.maxQueue) return Promise.reject(queueFull(this.running, this.queue.length, this.avgMs, this.slots.length))
+    try {
+      this.admit(0)
+    } catch (error) {
+      return Promise.reject(error)
+    }
     return new Promise((resolve, reject) => {
       this.queue.push({key, inputs, outputs, resolve, reject})
       this.dispatch()
@@ -295,8 +297,11 @@ export class InlinePool implements InferenceRunner {
   }
 
   run(key: string, inputs: RawTensor[], outputs: string[]): Promise<{outputs: RawTensor[]; ms: number}> {
-    if (this.closed) return Promise.reject(shuttingDown())
-    if (this.active > 0 && this.queue.length >= this.options.maxQueue) return Promise.reject(queueFull(this.active, this.queue.length, this.avgMs, 1))
+    try {
+      this.admit(0)
+    } catch (error) {
+      return Promise.reject(error)
+    }
     return new Promise((resolve, reject) => {
       this.queue.push({key, inputs, outputs, resolve, reject})
       this.next()
