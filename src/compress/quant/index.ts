@@ -248,6 +248,8 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     if (!detached && !inPlace) (detachTensors(work), (detached = true))
     return buildCandidate(inPlace ? work : clone(ModelProtoSchema, work), ctx, cfg)
   }
+  // The first mix, on a copy: what the calibration checks below run.
+  const buildFirst = () => build({mix: mixes[0]!, extraExcluded: new Set()}, false)
 
   // A built model against the float one on up to 64 calibration samples: what fp16 and static check.
   const onCalibration = async (size: number) => {
@@ -274,7 +276,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     progress('checking the float16 model against the float one')
     const t = performance.now()
     const {sample, check: checkOf} = await onCalibration(1)
-    const probe = () => checkOf(build({mix: mixes[0]!, extraExcluded: new Set()}, false))
+    const probe = () => checkOf(buildFirst())
     let check = await probe()
     report.calibration = {dataset: opts.calibration.name, samples: sample.length, batches: sample.length, method: 'minmax', seconds: 0}
     if (!(check.sqnrDb >= FP16_CHECK_SQNR_DB)) {
@@ -304,7 +306,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
     const {check: checkOf} = await onCalibration(batchSize)
     const attempt = async (method: CalibrationMethod) => {
       const ranges = (ctx.ranges = rangesBy!(method))
-      const built = build({mix: mixes[0]!, extraExcluded: new Set()}, false)
+      const built = buildFirst()
       return {method, ranges, built: built as Built | undefined, check: {method, ...(await checkOf(built))}}
     }
     const tried = [await attempt(opts.method ?? 'minmax')]
@@ -332,7 +334,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeRepo
       const told = opts.method ? kept : (minmax ?? kept)
       throw collapsed(told.check, {...opts, method: told.method}, work, told.ranges, calibrationStats)
     }
-    checked = {...kept, built: kept.built ?? build({mix: mixes[0]!, extraExcluded: new Set()}, false)}
+    checked = {...kept, built: kept.built ?? buildFirst()}
   }
 
   // Static, hardware-aware: time every weighted op alone in float and int8 on the profile; when
@@ -531,15 +533,15 @@ const SENSITIVITY_BUDGET_MS = 60_000
 /** An op must run in at most this fraction of its float time in int8 to count as gaining. */
 const GAIN_THRESHOLD = 0.9
 
-/** A quantized model this far from the float one on its own calibration data has collapsed. */
+/** A quantized model this far from the float one on its own calibration data (agreement and output SQNR in dB) has collapsed. */
 const COLLAPSE_AGREEMENT = 0.8
+const COLLAPSE_SQNR_DB = 20
 /** Calibration samples a built model is checked on against the float one. */
 const CHECK_SAMPLES = 64
 /** fp16 output SQNR (dB, against float on calibration samples) below which value ranges are scanned. */
 const FP16_CHECK_SQNR_DB = 40
 /** Ops whose outputs never reach further from zero than their inputs (or are bounded): no range to check. */
 const RANGE_BOUNDED_OPS = new Set(['Constant', 'Relu', 'Clip', 'Sigmoid', 'HardSigmoid', 'Tanh', 'Softmax', 'LogSoftmax', 'MaxPool', 'AveragePool', 'GlobalAveragePool', 'GlobalMaxPool', 'ReduceMean', 'ReduceMax', 'ReduceMin', 'Reshape', 'Transpose', 'Flatten', 'Squeeze', 'Unsqueeze', 'Concat', 'Split', 'Slice', 'Gather', 'Identity', 'Resize', 'Expand', 'Tile', 'Shape', 'Cast'])
-const COLLAPSE_SQNR_DB = 20
 
 /** A static model checked against the float one on calibration samples. */
 export interface CalibrationCheck {
